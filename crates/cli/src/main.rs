@@ -1,0 +1,316 @@
+//! `ckptguard`: scan, disassemble, sign and verify machine-learning checkpoints without
+//! executing a byte of pickle.
+#![deny(unsafe_code)]
+
+mod cmd_sign;
+mod mmap;
+mod render;
+mod walk;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use ckptguard_scan::config::{Config, FILE_NAME};
+use ckptguard_scan::{Code, FileReport, Limits, Policy, Report, ScanOptions, Severity};
+use clap::{Parser, Subcommand, ValueEnum};
+use rayon::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ckptguard",
+    version,
+    about = "Scan, safely inspect, sign and verify ML checkpoints without executing pickle",
+    long_about = "ckptguard proves, without executing anything, whether a checkpoint is safe to load.\n\
+It reads pickles, numpy arrays and zip containers the way Python, numpy and torch read them, \
+simulates the unpickler symbolically, and applies a default-deny allowlist of globals that only build data."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Scan files or directories; exit 0 = safe, 1 = unsafe, 2 = could not run.
+    Scan(ScanArgs),
+    /// Print an annotated opcode listing of a pickle (like pickletools.dis), with the symbolic
+    /// value of each step.
+    Disasm(DisasmArgs),
+    /// Describe every finding code (or one).
+    Codes {
+        /// A code id (CG101) or name (dangerous-call).
+        code: Option<String>,
+    },
+    /// Generate an ECDSA key pair for signing.
+    Keygen(cmd_sign::KeygenArgs),
+    /// Sign a model file or directory (OpenSSF model-signing compatible).
+    Sign(cmd_sign::SignArgs),
+    /// Verify a model's signature; exit 0 = valid, 1 = invalid, 2 = could not run.
+    Verify(cmd_sign::VerifyArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Human-readable text (colour on a terminal).
+    Text,
+    /// JSON report, schema version 1 (docs/report-schema.md).
+    Json,
+    /// SARIF 2.1.0, for code-scanning services.
+    Sarif,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SeverityArg {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Info => Severity::Info,
+            SeverityArg::Low => Severity::Low,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::High => Severity::High,
+            SeverityArg::Critical => Severity::Critical,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct ScanArgs {
+    /// Files or directories (directories are scanned recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Lowest severity that makes a file unsafe. The default, high, fails on every import or
+    /// call that is not on the allowlist. Files that could not be fully analysed are unsafe
+    /// whatever this says.
+    #[arg(long, value_enum)]
+    fail_on: Option<SeverityArg>,
+    /// List every global imported (module.name), as add_safe_globals would need them.
+    #[arg(long)]
+    globals: bool,
+    /// Configuration file (default: ckptguard.toml found by walking up from each path).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Show size and bytes read per file.
+    #[arg(long)]
+    stats: bool,
+    /// Write the report to this file instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Show only unsafe and unreadable files in text output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct DisasmArgs {
+    /// A pickle file, or a zip/npy containing one.
+    file: PathBuf,
+    /// The zip member to disassemble (default: every member that is a pickle).
+    #[arg(long)]
+    entry: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Scan(a) => scan(a),
+        Command::Disasm(a) => disasm(a),
+        Command::Codes { code } => codes(code.as_deref()),
+        Command::Keygen(a) => cmd_sign::keygen(a),
+        Command::Sign(a) => cmd_sign::sign(a),
+        Command::Verify(a) => cmd_sign::verify(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ckptguard: error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    let parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.join(": ").replace('\n', " ")
+}
+
+/// Finds `ckptguard.toml` in `start` or its ancestors.
+fn find_config(start: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(start).ok()?;
+    let mut dir = if abs.is_dir() { Some(abs.as_path()) } else { abs.parent() };
+    while let Some(d) = dir {
+        let c = d.join(FILE_NAME);
+        if c.is_file() {
+            return Some(c);
+        }
+        dir = d.parent();
+    }
+    None
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))
+}
+
+fn options_for(config: Option<&Config>) -> ScanOptions {
+    let mut policy = Policy::new();
+    let mut limits = Limits::default();
+    if let Some(c) = config {
+        c.apply(&mut policy);
+        if let Some(l) = &c.limits {
+            limits = l.clone();
+        }
+    }
+    ScanOptions { policy, limits }
+}
+
+fn scan(a: &ScanArgs) -> Result<i32> {
+    // Every path must exist: a typo is a usage error, not an empty scan.
+    for p in &a.paths {
+        std::fs::symlink_metadata(p).with_context(|| format!("cannot read '{}'", p.display()))?;
+    }
+    let explicit = a.config.as_deref().map(load_config).transpose()?;
+    let mut fail_on: Severity = a.fail_on.map(Into::into).unwrap_or(Severity::High);
+
+    // Group files by the configuration that governs them.
+    let mut jobs: Vec<(walk::Item, usize)> = Vec::new();
+    let mut configs: Vec<ScanOptions> = Vec::new();
+    let mut config_paths: Vec<Option<PathBuf>> = Vec::new();
+    for p in &a.paths {
+        let cfg_path = if explicit.is_some() { None } else { find_config(p) };
+        let idx = match config_paths.iter().position(|c| *c == cfg_path) {
+            Some(i) => i,
+            None => {
+                let cfg = match (&explicit, &cfg_path) {
+                    (Some(c), _) => Some(c.clone()),
+                    (None, Some(path)) => Some(load_config(path)?),
+                    (None, None) => None,
+                };
+                if a.fail_on.is_none() {
+                    if let Some(f) = cfg.as_ref().and_then(|c| c.fail_on) {
+                        fail_on = f;
+                    }
+                }
+                configs.push(options_for(cfg.as_ref()));
+                config_paths.push(cfg_path);
+                configs.len() - 1
+            }
+        };
+        for item in walk::collect(p) {
+            jobs.push((item, idx));
+        }
+    }
+
+    let progress = (!a.no_progress && std::io::stderr().is_terminal() && jobs.len() > 20).then(|| {
+        let pb = indicatif::ProgressBar::new(jobs.len() as u64);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} scanning {pos}/{len} {wide_bar} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb
+    });
+    let files: Vec<FileReport> = jobs
+        .par_iter()
+        .map(|(item, idx)| {
+            let r = scan_item(item, &configs[*idx], fail_on);
+            if let Some(pb) = &progress {
+                pb.inc(1);
+            }
+            r
+        })
+        .collect();
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    let report = Report::new(files, fail_on);
+
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot write '{}'", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let color = a.output.is_none() && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match a.format {
+        Format::Text => render::text(&report, &mut out, &render::TextOptions { color, globals: a.globals, stats: a.stats, quiet: a.quiet })?,
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Format::Sarif => {
+            serde_json::to_writer_pretty(&mut out, &render::sarif(&report))?;
+            writeln!(out)?;
+        }
+    }
+    out.flush()?;
+    Ok(report.exit_code())
+}
+
+fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> FileReport {
+    let path = item.display();
+    match item {
+        walk::Item::File(p) => match mmap::Mapped::open(p) {
+            Ok(m) => {
+                let counted = ckptguard_formats::io::Counting::new(&m);
+                let scan = ckptguard_scan::scan_source(&counted, &path, opts);
+                FileReport::new(path, scan, m.len_u64(), counted.bytes_read(), fail_on)
+            }
+            Err(e) => FileReport::error(path, format!("cannot read: {e}")),
+        },
+        walk::Item::Error(_, msg) => FileReport::error(path, msg.clone()),
+    }
+}
+
+fn disasm(a: &DisasmArgs) -> Result<i32> {
+    let m = mmap::Mapped::open(&a.file).with_context(|| format!("cannot read '{}'", a.file.display()))?;
+    let bytes = m.bytes();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let limits = ckptguard_pickle::Limits::default();
+    let streams = render::pickle_streams(bytes, a.entry.as_deref())?;
+    if streams.is_empty() {
+        bail!("'{}' contains no pickle", a.file.display());
+    }
+    for (name, data) in &streams {
+        if streams.len() > 1 || a.entry.is_some() {
+            writeln!(out, "== {name} ==")?;
+        }
+        let (lines, analysis) = ckptguard_pickle::disasm::disassemble(data, &limits);
+        out.write_all(ckptguard_pickle::disasm::format_listing(&lines, &analysis).as_bytes())?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+fn codes(one: Option<&str>) -> Result<i32> {
+    let list: Vec<Code> = match one {
+        Some(c) => vec![Code::parse(c).with_context(|| format!("unknown finding code '{c}'"))?],
+        None => Code::ALL.to_vec(),
+    };
+    let mut out = std::io::stdout().lock();
+    for c in list {
+        writeln!(out, "{} {} ({}{})\n    {}\n", c.id(), c.slug(), c.severity().as_str(), if c.blocking() { ", blocking" } else { "" }, c.description())?;
+    }
+    Ok(0)
+}

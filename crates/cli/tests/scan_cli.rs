@@ -1,0 +1,233 @@
+//! End-to-end tests of `ckptguard scan` / `disasm` / `codes`: run the binary, assert exit codes
+//! and output. Fixture verdicts come from the manifests the fixture generators write.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn ckptguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ckptguard")).args(args).current_dir(root()).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_scan(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut a = vec!["scan", "--format", "json"];
+    a.extend_from_slice(args);
+    let o = ckptguard(&a);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    (o.status.code().unwrap(), v)
+}
+
+/// Every fixture in a manifest gets the verdict the manifest expects.
+fn check_manifest(manifest: &str, dir: &str) {
+    let m: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(root().join(manifest)).unwrap()).unwrap();
+    assert!(m.len() > 10, "manifest {manifest} is nearly empty");
+    let (code, report) = json_scan(&[dir]);
+    assert_eq!(code, 1, "the fixture tree holds unsafe files");
+    let files = report["files"].as_array().unwrap();
+    let mut wrong = Vec::new();
+    for e in &m {
+        let path = e["path"].as_str().unwrap();
+        let expect = e["expect"].as_str().unwrap();
+        let got: Vec<&serde_json::Value> = files
+            .iter()
+            .filter(|f| {
+                let p = f["path"].as_str().unwrap();
+                p == path || p.starts_with(&format!("{path}/"))
+            })
+            .collect();
+        assert!(!got.is_empty(), "{path} not reported");
+        let verdict = if got.iter().any(|f| f["verdict"] == "unsafe") {
+            "unsafe"
+        } else if got.iter().any(|f| f["verdict"] == "error") {
+            "error"
+        } else {
+            "safe"
+        };
+        if verdict != expect {
+            let why: Vec<String> = got.iter().flat_map(|f| f["findings"].as_array().unwrap().iter().map(|x| format!("{} {}", x["code"], x["message"]))).take(4).collect();
+            wrong.push(format!("{path}: expected {expect}, got {verdict}: {why:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+#[test]
+fn pickle_fixtures_match_manifest() {
+    check_manifest("fixtures/pickle/manifest.json", "fixtures/pickle");
+}
+
+#[test]
+fn unsafe_file_text_output_names_the_call() {
+    let o = ckptguard(&["scan", "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl"]);
+    assert_eq!(o.status.code(), Some(1));
+    let s = stdout(&o);
+    assert!(s.starts_with("UNSAFE "), "{s}");
+    assert!(s.contains("CG101 dangerous-call"), "{s}");
+    assert!(s.contains("os.system(\"touch ckptguard_pwned\")"), "{s}");
+    assert!(s.contains("at:    byte "), "{s}");
+    assert!(s.contains("why:"), "{s}");
+    assert!(!s.contains("\x1b["), "no colour when not a terminal");
+}
+
+#[test]
+fn safe_file_exits_zero() {
+    let o = ckptguard(&["scan", "fixtures/pickle/benign/plain/plain_data_p4.pkl"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("SAFE "));
+}
+
+#[test]
+fn json_schema_fields() {
+    let (code, r) = json_scan(&["fixtures/pickle/malicious/opcode/inst_opcode.pkl", "fixtures/pickle/benign/plain/plain_data_p2.pkl"]);
+    assert_eq!(code, 1);
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["tool"]["name"], "ckptguard");
+    assert_eq!(r["fail_on"], "high");
+    assert_eq!(r["summary"]["files"], 2);
+    assert_eq!(r["summary"]["unsafe"], 1);
+    let f = &r["files"][0];
+    assert_eq!(f["path"], "fixtures/pickle/benign/plain/plain_data_p2.pkl");
+    assert_eq!(f["verdict"], "safe");
+    let f = &r["files"][1];
+    assert_eq!(f["verdict"], "unsafe");
+    let x = &f["findings"][0];
+    for k in ["code", "name", "severity", "message", "offset", "global", "call"] {
+        assert!(!x[k].is_null(), "finding field {k} missing: {x}");
+    }
+    assert!(f["size"].as_u64().unwrap() > 0);
+    assert!(f["bytes_read"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn fail_on_critical_lets_unknown_globals_pass_but_never_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    // An unknown class: high, not critical.
+    let p = dir.path().join("custom.pkl");
+    std::fs::write(&p, b"\x80\x02cmypkg.models\nNet\n)R.").unwrap();
+    let (code, _) = json_scan(&[p.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let (code, r) = json_scan(&["--fail-on", "critical", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["files"][0]["findings"][0]["code"], "CG103");
+    // A truncated stream is never safe.
+    let t = dir.path().join("trunc.pkl");
+    std::fs::write(&t, b"\x80\x02]q\x00(K\x01").unwrap();
+    let (code, r) = json_scan(&["--fail-on", "critical", t.to_str().unwrap()]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["files"][0]["findings"][0]["blocking"], true);
+}
+
+#[test]
+fn config_allows_a_global_and_bad_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("custom.pkl");
+    std::fs::write(&p, b"\x80\x02cmypkg.models\nNet\n)R.").unwrap();
+    std::fs::write(dir.path().join("ckptguard.toml"), "[allow]\nglobals = [\"mypkg.models.Net\"]\n").unwrap();
+    let (code, r) = json_scan(&[p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{r}");
+    // os.system stays unsafe whatever the config adds.
+    let evil = dir.path().join("evil.pkl");
+    std::fs::write(&evil, b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.").unwrap();
+    assert_eq!(json_scan(&[evil.to_str().unwrap()]).0, 1);
+    std::fs::write(dir.path().join("ckptguard.toml"), "[allow]\nglobalz = 1\n").unwrap();
+    let o = ckptguard(&["scan", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("ckptguard: error: invalid config"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let o = ckptguard(&["scan", "no/such/file.pkl"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no/such/file.pkl") && err.contains("No such file"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1);
+    assert_eq!(ckptguard(&["scan"]).status.code(), Some(2));
+    assert_eq!(ckptguard(&["scan", "--format", "xml", "x"]).status.code(), Some(2));
+    assert_eq!(ckptguard(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(ckptguard(&["codes", "CG999"]).status.code(), Some(2));
+}
+
+#[test]
+fn directories_are_deterministic_and_survive_loops_and_junk() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("b/c")).unwrap();
+    std::fs::write(d.join("b/c/evil.pkl"), b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.").unwrap();
+    std::fs::write(d.join("a.pkl"), b"\x80\x02K\x01.").unwrap();
+    std::fs::write(d.join("README.md"), b"# just text\n").unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(d, d.join("b/loop")).unwrap();
+        std::os::unix::fs::symlink(d.join("missing"), d.join("dangling")).unwrap();
+    }
+    let (code, r) = json_scan(&[d.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let verdicts: Vec<(String, String)> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap().strip_prefix(d.to_str().unwrap()).unwrap().to_string(), f["verdict"].as_str().unwrap().to_string()))
+        .collect();
+    let expect: Vec<(&str, &str)> = vec![
+        ("/README.md", "skipped"),
+        ("/a.pkl", "safe"),
+        ("/b/c/evil.pkl", "unsafe"),
+        ("/b/loop", "error"),
+        ("/dangling", "error"),
+    ];
+    let got: Vec<(&str, &str)> = verdicts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(got, expect);
+    let (_, again) = json_scan(&[d.to_str().unwrap()]);
+    assert_eq!(r, again, "same input, same report");
+}
+
+#[test]
+fn globals_flag_lists_imports() {
+    let o = ckptguard(&["scan", "--globals", "fixtures/pickle/benign/plain/plain_data_p2.pkl"]);
+    let s = stdout(&o);
+    assert!(s.contains("globals:"), "{s}");
+    assert!(s.contains("collections.OrderedDict"), "{s}");
+}
+
+#[test]
+fn disasm_annotates_symbolically() {
+    let o = ckptguard(&["disasm", "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl"]);
+    assert_eq!(o.status.code(), Some(0));
+    let s = stdout(&o);
+    assert!(s.contains("STACK_GLOBAL"), "{s}");
+    assert!(s.contains("-> os.system\n"), "{s}");
+    assert!(s.contains("REDUCE"), "{s}");
+    assert!(s.contains("-> os.system(\"touch ckptguard_pwned\")"), "{s}");
+}
+
+#[test]
+fn codes_are_listed() {
+    let o = ckptguard(&["codes"]);
+    let s = stdout(&o);
+    assert!(s.contains("CG101 dangerous-call (critical)"), "{s}");
+    assert!(s.contains("CG201 malformed-pickle (high, blocking)"), "{s}");
+    let o = ckptguard(&["codes", "unknown-call"]);
+    assert!(stdout(&o).starts_with("CG103 unknown-call"));
+}
+
+#[test]
+fn help_mentions_every_command() {
+    let s = stdout(&ckptguard(&["--help"]));
+    for c in ["scan", "disasm", "codes", "keygen", "sign", "verify"] {
+        assert!(s.contains(c), "{c} missing from --help");
+    }
+    let s = stdout(&ckptguard(&["scan", "--help"]));
+    for f in ["--format", "--fail-on", "--globals", "--config", "--stats"] {
+        assert!(s.contains(f), "{f} missing from scan --help");
+    }
+}
