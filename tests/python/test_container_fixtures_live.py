@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -41,6 +40,8 @@ LOADERS = {"torch_full", "torch_weights_only", "torch_default", "torch_jit_load"
            "cloud_io_path_default", "cloud_io_bytes", "cloud_io_url", "lightning_load_from_checkpoint",
            "numpy_allow_pickle", "numpy_load"}
 
+if not hasattr(os, "fork"):
+    pytest.skip("the live runner forks one child per fixture (POSIX only)", allow_module_level=True)
 if not MANIFEST_PATH.is_file():
     pytest.skip("fixtures/containers/manifest.json missing (run fixtures/gen_containers.py)",
                 allow_module_level=True)

@@ -78,11 +78,13 @@ pub struct KeygenArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(long_about = "Sign a model file or directory with an ECDSA private key.\n\n\
+#[command(
+    long_about = "Sign a model file or directory with an ECDSA private key.\n\n\
 The signature is a Sigstore bundle (v0.3) with a DSSE envelope and an in-toto statement \
 listing every file and its SHA-256, exactly as `model_signing sign key` writes it, so \
 `model_signing verify key` accepts it. Symbolic links are refused; hidden files are signed; \
-.git, .gitattributes, .github, .gitignore and the signature file itself are left out.")]
+.git, .gitattributes, .github, .gitignore and the signature file itself are left out."
+)]
 pub struct SignArgs {
     /// Model file or directory to sign.
     #[arg(value_name = "MODEL")]
@@ -243,11 +245,18 @@ fn model_relative_ignores(model: &Path, ignores: &[PathBuf]) -> Result<Vec<PathB
     let cwd = std::env::current_dir().context("cannot determine the current directory")?;
     let mut out = Vec::new();
     for p in ignores {
-        let abs = if p.is_absolute() { p.clone() } else { cwd.join(p) };
+        let abs = if p.is_absolute() {
+            p.clone()
+        } else {
+            cwd.join(p)
+        };
         let resolved = resolve_lenient(&abs);
         match resolved.strip_prefix(&root) {
             Ok(rel) if rel.as_os_str().is_empty() => {
-                bail!("--ignore {}: that is the model directory itself", p.display())
+                bail!(
+                    "--ignore {}: that is the model directory itself",
+                    p.display()
+                )
             }
             Ok(rel) => out.push(rel.to_path_buf()),
             Err(_) => bail!(
@@ -307,7 +316,10 @@ fn create_key_file(path: &Path, contents: &[u8], mode: u32, force: bool) -> Resu
     let _ = mode;
     let mut f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow!("{} already exists (use --force to overwrite)", path.display())
+            anyhow!(
+                "{} already exists (use --force to overwrite)",
+                path.display()
+            )
         } else {
             anyhow!("cannot create {}: {e}", path.display())
         }
@@ -355,9 +367,17 @@ pub fn keygen(a: &KeygenArgs) -> Result<i32> {
         "private key: {} ({}, PKCS#8{})",
         priv_path.display(),
         key.curve(),
-        if password.is_some() { ", encrypted" } else { "" }
+        if password.is_some() {
+            ", encrypted"
+        } else {
+            ""
+        }
     );
-    println!("public key:  {} (hint {})", pub_path.display(), public.hint());
+    println!(
+        "public key:  {} (hint {})",
+        pub_path.display(),
+        public.hint()
+    );
     Ok(0)
 }
 

@@ -2,7 +2,9 @@
 //! executing a byte of pickle.
 #![deny(unsafe_code)]
 
+mod cmd_load;
 mod cmd_sign;
+mod fsdir;
 mod mmap;
 mod render;
 mod walk;
@@ -43,6 +45,10 @@ enum Command {
         /// A code id (CG101) or name (dangerous-call).
         code: Option<String>,
     },
+    /// Show a checkpoint's structure: keys, tensors (dtype, shape, bytes), plain values.
+    Inspect(cmd_load::InspectArgs),
+    /// Convert a checkpoint to safetensors without executing pickle.
+    Convert(cmd_load::ConvertArgs),
     /// Generate an ECDSA key pair for signing.
     Keygen(cmd_sign::KeygenArgs),
     /// Sign a model file or directory (OpenSSF model-signing compatible).
@@ -130,6 +136,8 @@ fn main() -> ExitCode {
         Command::Scan(a) => scan(a),
         Command::Disasm(a) => disasm(a),
         Command::Codes { code } => codes(code.as_deref()),
+        Command::Inspect(a) => cmd_load::inspect(a),
+        Command::Convert(a) => cmd_load::convert(a),
         Command::Keygen(a) => cmd_sign::keygen(a),
         Command::Sign(a) => cmd_sign::sign(a),
         Command::Verify(a) => cmd_sign::verify(a),
@@ -231,16 +239,21 @@ fn scan(a: &ScanArgs) -> Result<i32> {
         );
         pb
     });
-    let files: Vec<FileReport> = jobs
-        .par_iter()
-        .map(|(item, idx)| {
+    // One file: no thread pool to start.
+    let files: Vec<FileReport> = if jobs.len() == 1 {
+        let (item, idx) = &jobs[0];
+        scan_item(item, &configs[*idx], fail_on)
+    } else {
+        jobs.par_iter()
+        .flat_map_iter(|(item, idx)| {
             let r = scan_item(item, &configs[*idx], fail_on);
             if let Some(pb) = &progress {
                 pb.inc(1);
             }
             r
         })
-        .collect();
+        .collect()
+    };
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
@@ -268,19 +281,51 @@ fn scan(a: &ScanArgs) -> Result<i32> {
     Ok(report.exit_code())
 }
 
-fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> FileReport {
+fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
     let path = item.display();
     match item {
-        walk::Item::File(p) => match mmap::Mapped::open(p) {
+        walk::Item::File(p) => vec![match mmap::Mapped::open(p) {
             Ok(m) => {
                 let counted = ckptguard_formats::io::Counting::new(&m);
                 let scan = ckptguard_scan::scan_source(&counted, &path, opts);
                 FileReport::new(path, scan, m.len_u64(), counted.bytes_read(), fail_on)
             }
             Err(e) => FileReport::error(path, format!("cannot read: {e}")),
-        },
-        walk::Item::Error(_, msg) => FileReport::error(path, msg.clone()),
+        }],
+        walk::Item::Error(_, msg) => vec![FileReport::error(path, msg.clone())],
+        walk::Item::Container(root) => scan_container(root, opts, fail_on),
     }
+}
+
+/// A directory that may be a DCP/DeepSpeed/litdata container: scanned as a whole when the core
+/// recognises it, else file by file.
+fn scan_container(root: &Path, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
+    let dir = fsdir::FsDir::open(root);
+    let join = |rel: &str| root.join(rel).display().to_string();
+    let mut out: Vec<FileReport> = dir.errors.iter().map(|(rel, e)| FileReport::error(join(rel), e.clone())).collect();
+    match ckptguard_scan::dirs::detect(&dir) {
+        Some(kind) => {
+            let scan = ckptguard_scan::dirs::scan_dir(&dir, kind, opts);
+            let mut container = FileReport::new(root.display().to_string(), scan.container, 0, 0, fail_on);
+            let files: Vec<FileReport> =
+                scan.files.into_iter().map(|(rel, s)| FileReport::new(join(&rel), s, dir.size(&rel), dir.bytes_read(&rel), fail_on)).collect();
+            // The container is as unsafe as the worst file in it.
+            if files.iter().any(|f| f.verdict == ckptguard_scan::Verdict::Unsafe) {
+                container.verdict = ckptguard_scan::Verdict::Unsafe;
+                container.error = Some("a file of this checkpoint is unsafe (see below)".into());
+            }
+            container.size = files.iter().map(|f| f.size).sum();
+            container.bytes_read = files.iter().map(|f| f.bytes_read).sum();
+            out.push(container);
+            out.extend(files);
+        }
+        None => {
+            for item in walk::collect_children(root) {
+                out.extend(scan_item(&item, opts, fail_on));
+            }
+        }
+    }
+    out
 }
 
 fn disasm(a: &DisasmArgs) -> Result<i32> {

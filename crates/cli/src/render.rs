@@ -96,6 +96,19 @@ pub fn text(r: &Report, out: &mut dyn Write, o: &TextOptions) -> Result<()> {
                 }
             }
         }
+        if let Some(w) = &f.weights_only {
+            if w.accepted {
+                writeln!(out, "  torch.load(weights_only=True): accepted")?;
+            } else if let Some(b) = &w.blocker {
+                writeln!(out, "  torch.load(weights_only=True): rejected: {b}")?;
+            } else {
+                writeln!(
+                    out,
+                    "  torch.load(weights_only=True): needs torch.serialization.add_safe_globals([{}])",
+                    w.needs_safe_globals.join(", ")
+                )?;
+            }
+        }
         if o.globals && !f.globals.is_empty() {
             writeln!(out, "  globals:")?;
             for g in &f.globals {

@@ -11,13 +11,15 @@ pub enum Item {
     File(PathBuf),
     /// A path that could not be walked or read, with the reason.
     Error(PathBuf, String),
+    /// A directory container (DCP, DeepSpeed, litdata), scanned as a whole.
+    Container(PathBuf),
 }
 
 impl Item {
     /// The path as text.
     pub fn display(&self) -> String {
         match self {
-            Item::File(p) | Item::Error(p, _) => p.display().to_string(),
+            Item::File(p) | Item::Error(p, _) | Item::Container(p) => p.display().to_string(),
         }
     }
 }
@@ -68,6 +70,11 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
         out.push(Item::Error(path.to_path_buf(), format!("symlink loop: {} was already visited", canon.display())));
         return;
     }
+    if looks_like_container(path) {
+        out.push(Item::Container(path.to_path_buf()));
+        seen.remove(&canon);
+        return;
+    }
     let entries = match std::fs::read_dir(path) {
         Ok(rd) => rd,
         Err(e) => {
@@ -87,4 +94,33 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
         visit(&c, seen, out, depth + 1);
     }
     seen.remove(&canon);
+}
+
+/// A cheap look at a directory's own entries: does it hold the marker file of a DCP checkpoint,
+/// a DeepSpeed checkpoint or a litdata dataset? The core decides for certain.
+fn looks_like_container(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else { return false };
+    rd.flatten().any(|e| {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        n == ".metadata" || n == "latest" || n == "index.json" || n.ends_with(".index.json") || n == "zero_to_fp32.py"
+    })
+}
+
+/// The items under a directory that turned out not to be a container: walked normally.
+pub fn collect_children(root: &Path) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    if let Ok(c) = std::fs::canonicalize(root) {
+        seen.insert(c);
+    }
+    let mut children: Vec<PathBuf> = match std::fs::read_dir(root) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) => return vec![Item::Error(root.to_path_buf(), format!("cannot list directory: {e}"))],
+    };
+    children.sort();
+    for c in children {
+        visit(&c, &mut seen, &mut out, 1);
+    }
+    out
 }

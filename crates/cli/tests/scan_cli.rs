@@ -64,6 +64,53 @@ fn pickle_fixtures_match_manifest() {
 }
 
 #[test]
+fn container_fixtures_match_manifest() {
+    check_manifest("fixtures/containers/manifest.json", "fixtures/containers");
+}
+
+#[test]
+fn dcp_relative_path_escape_is_critical() {
+    let (code, r) = json_scan(&["fixtures/containers/dcp/mal_relative_path"]);
+    assert_eq!(code, 1);
+    let dir = &r["files"][0];
+    assert_eq!(dir["format"], "dcp-dir");
+    assert_eq!(dir["findings"][0]["code"], "CG402");
+}
+
+#[test]
+fn deepspeed_latest_traversal_and_shipped_script() {
+    let (code, r) = json_scan(&["fixtures/containers/deepspeed/mal_latest_traversal/model.ckpt"]);
+    assert_eq!(code, 1);
+    let codes: Vec<&str> = r["files"][0]["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["CG402", "CG403"]);
+    // The benign DeepSpeed directory: the script is a warning, not a failure.
+    let (code, r) = json_scan(&["fixtures/containers/deepspeed/benign/model.ckpt"]);
+    assert_eq!(code, 0, "{r}");
+}
+
+#[test]
+fn torch_zip_bytes_read_stay_small_and_weights_only_is_reported() {
+    let (code, r) = json_scan(&["fixtures/containers/lightning/trainer_fit.ckpt"]);
+    assert_eq!(code, 0);
+    let f = &r["files"][0];
+    assert_eq!(f["format"], "torch-zip");
+    let w = &f["weights_only"];
+    assert_eq!(w["accepted"], false);
+    let needs: Vec<&str> = w["needs_safe_globals"].as_array().unwrap().iter().map(|g| g.as_str().unwrap()).collect();
+    assert!(needs.contains(&"argparse.Namespace") && needs.contains(&"numpy.dtypes.Float64DType"), "{needs:?}");
+    let (_, r) = json_scan(&["fixtures/containers/torch_zip/benign_state_dict.pt"]);
+    assert_eq!(r["files"][0]["weights_only"]["accepted"], true);
+}
+
+#[test]
+fn torchscript_is_unsafe_even_at_fail_on_critical() {
+    let (code, r) = json_scan(&["--fail-on", "critical", "fixtures/containers/torchscript/scripted_module.pt"]);
+    assert_eq!(code, 1);
+    assert_eq!(r["files"][0]["format"], "torchscript");
+    assert!(r["files"][0]["findings"].as_array().unwrap().iter().any(|f| f["code"] == "CG312"));
+}
+
+#[test]
 fn unsafe_file_text_output_names_the_call() {
     let o = ckptguard(&["scan", "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl"]);
     assert_eq!(o.status.code(), Some(1));

@@ -47,8 +47,18 @@ fn run(dir: &Path, args: &[&str]) -> Run {
 
 #[track_caller]
 fn expect(r: &Run, code: i32, needle: &str) {
-    assert_eq!(r.code, code, "expected exit {code}, got {}:\n{}", r.code, r.all());
-    assert!(r.all().contains(needle), "expected {needle:?} in output:\n{}", r.all());
+    assert_eq!(
+        r.code,
+        code,
+        "expected exit {code}, got {}:\n{}",
+        r.code,
+        r.all()
+    );
+    assert!(
+        r.all().contains(needle),
+        "expected {needle:?} in output:\n{}",
+        r.all()
+    );
 }
 
 /// A nested model directory plus a key pair, in a temp dir used as the working directory.
@@ -81,7 +91,11 @@ impl Fx {
         run(self.dir(), args)
     }
     fn sign(&self) {
-        expect(&self.run(&["sign", "--key", "key.pem", "model"]), 0, "signed model: 4 files");
+        expect(
+            &self.run(&["sign", "--key", "key.pem", "model"]),
+            0,
+            "signed model: 4 files",
+        );
     }
     fn verify(&self) -> Run {
         self.run(&["verify", "--key", "key.pub.pem", "model"])
@@ -100,7 +114,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn b64_encode(data: &[u8]) -> String {
     let mut s = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -153,11 +171,27 @@ fn keygen_files_modes_and_overwrite() {
         let mode = fs::metadata(fx.p("key.pem")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    expect(&fx.run(&["keygen", "-o", "key"]), 2, "already exists (use --force");
-    assert_eq!(fs::read_to_string(fx.p("key.pem")).unwrap(), pem, "must not be overwritten");
-    expect(&fx.run(&["keygen", "-o", "key.pem", "--force", "--curve", "p384"]), 0, "P-384");
+    expect(
+        &fx.run(&["keygen", "-o", "key"]),
+        2,
+        "already exists (use --force",
+    );
+    assert_eq!(
+        fs::read_to_string(fx.p("key.pem")).unwrap(),
+        pem,
+        "must not be overwritten"
+    );
+    expect(
+        &fx.run(&["keygen", "-o", "key.pem", "--force", "--curve", "p384"]),
+        0,
+        "P-384",
+    );
     assert_ne!(fs::read_to_string(fx.p("key.pem")).unwrap(), pem);
-    expect(&fx.run(&["keygen", "-o", "k", "--curve", "p999"]), 2, "invalid value");
+    expect(
+        &fx.run(&["keygen", "-o", "k", "--curve", "p999"]),
+        2,
+        "invalid value",
+    );
 }
 
 #[test]
@@ -174,18 +208,36 @@ fn round_trip_directory_and_json() {
     assert_eq!(v["subject_name"], "model");
     // The bundle has the model_signing shape.
     let b = fx.bundle();
-    assert_eq!(b["mediaType"], "application/vnd.dev.sigstore.bundle.v0.3+json");
-    assert_eq!(b["dsseEnvelope"]["payloadType"], "application/vnd.in-toto+json");
-    assert_eq!(b["verificationMaterial"]["tlogEntries"], Value::Array(vec![]));
+    assert_eq!(
+        b["mediaType"],
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+    );
+    assert_eq!(
+        b["dsseEnvelope"]["payloadType"],
+        "application/vnd.in-toto+json"
+    );
+    assert_eq!(
+        b["verificationMaterial"]["tlogEntries"],
+        Value::Array(vec![])
+    );
     let payload: Value =
-        serde_json::from_slice(&b64_decode(b["dsseEnvelope"]["payload"].as_str().unwrap())).unwrap();
+        serde_json::from_slice(&b64_decode(b["dsseEnvelope"]["payload"].as_str().unwrap()))
+            .unwrap();
     let names: Vec<&str> = payload["predicate"]["resources"]
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, [".hidden", "config.json", "layers/0/weights.bin", "layers/bias.bin"]);
+    assert_eq!(
+        names,
+        [
+            ".hidden",
+            "config.json",
+            "layers/0/weights.bin",
+            "layers/bias.bin"
+        ]
+    );
     // Git files may change without invalidating.
     fs::write(fx.p("model/.git/HEAD"), b"ref: other").unwrap();
     expect(&fx.verify(), 0, "OK");
@@ -196,15 +248,46 @@ fn round_trip_single_file_and_custom_signature() {
     let fx = Fx::new();
     let r = fx.run(&["sign", "-k", "key.pem", "model/config.json"]);
     expect(&r, 0, "signature: model/model.sig");
-    expect(&fx.run(&["verify", "-k", "key.pub.pem", "model/config.json"]), 0, "1 file");
-    let r = fx.run(&["sign", "-k", "key.pem", "-s", "cfg.sig", "model/config.json", "--format", "json"]);
+    expect(
+        &fx.run(&["verify", "-k", "key.pub.pem", "model/config.json"]),
+        0,
+        "1 file",
+    );
+    let r = fx.run(&[
+        "sign",
+        "-k",
+        "key.pem",
+        "-s",
+        "cfg.sig",
+        "model/config.json",
+        "--format",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.all());
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["subject_name"], "config.json");
-    expect(&fx.run(&["verify", "-k", "key.pub.pem", "-s", "cfg.sig", "model/config.json"]), 0, "OK");
+    expect(
+        &fx.run(&[
+            "verify",
+            "-k",
+            "key.pub.pem",
+            "-s",
+            "cfg.sig",
+            "model/config.json",
+        ]),
+        0,
+        "OK",
+    );
     fs::write(fx.p("model/config.json"), b"{\"dim\": 5}").unwrap();
     expect(
-        &fx.run(&["verify", "-k", "key.pub.pem", "-s", "cfg.sig", "model/config.json"]),
+        &fx.run(&[
+            "verify",
+            "-k",
+            "key.pub.pem",
+            "-s",
+            "cfg.sig",
+            "model/config.json",
+        ]),
         1,
         "1 changed (\".\")",
     );
@@ -227,7 +310,11 @@ fn tampered_files_are_reported_by_name() {
     fs::write(&w, &data).unwrap();
     let r = fx.verify();
     expect(&r, 1, "1 changed (\"layers/0/weights.bin\")");
-    assert!(r.stderr.contains("changed  layers/0/weights.bin"), "{}", r.all());
+    assert!(
+        r.stderr.contains("changed  layers/0/weights.bin"),
+        "{}",
+        r.all()
+    );
     data[5000] ^= 1;
     fs::write(&w, &data).unwrap();
     expect(&fx.verify(), 0, "OK");
@@ -243,7 +330,14 @@ fn tampered_files_are_reported_by_name() {
     assert_eq!(v["error"]["added"][0], "layers/extra.py");
     // ... tolerated with --ignore (a path relative to the working directory).
     expect(
-        &fx.run(&["verify", "-k", "key.pub.pem", "model", "--ignore", "model/layers/extra.py"]),
+        &fx.run(&[
+            "verify",
+            "-k",
+            "key.pub.pem",
+            "model",
+            "--ignore",
+            "model/layers/extra.py",
+        ]),
         0,
         "OK",
     );
@@ -259,7 +353,11 @@ fn tampered_files_are_reported_by_name() {
     fs::rename(fx.p("model/config.json"), fx.p("model/config2.json")).unwrap();
     let r = fx.verify();
     expect(&r, 1, "1 added (\"config2.json\")");
-    assert!(r.all().contains("1 missing (\"config.json\")"), "{}", r.all());
+    assert!(
+        r.all().contains("1 missing (\"config.json\")"),
+        "{}",
+        r.all()
+    );
 }
 
 #[test]
@@ -272,8 +370,16 @@ fn another_key_is_rejected() {
         1,
         "wrong key: the signature was made with a different key",
     );
-    expect(&fx.run(&["keygen", "-o", "p384", "--curve", "p384"]), 0, "P-384");
-    expect(&fx.run(&["verify", "-k", "p384.pub.pem", "model"]), 1, "wrong key");
+    expect(
+        &fx.run(&["keygen", "-o", "p384", "--curve", "p384"]),
+        0,
+        "P-384",
+    );
+    expect(
+        &fx.run(&["verify", "-k", "p384.pub.pem", "model"]),
+        1,
+        "wrong key",
+    );
 }
 
 #[test]
@@ -285,7 +391,8 @@ fn edited_bundles_are_rejected() {
     // Payload edited (a digest replaced), re-encoded: the signature no longer matches.
     let mut b = orig.clone();
     let mut payload: Value =
-        serde_json::from_slice(&b64_decode(b["dsseEnvelope"]["payload"].as_str().unwrap())).unwrap();
+        serde_json::from_slice(&b64_decode(b["dsseEnvelope"]["payload"].as_str().unwrap()))
+            .unwrap();
     payload["predicate"]["resources"][0]["digest"] = "0".repeat(64).into();
     b["dsseEnvelope"]["payload"] = b64_encode(&serde_json::to_vec(&payload).unwrap()).into();
     fx.write_bundle(&b);
@@ -304,7 +411,11 @@ fn edited_bundles_are_rejected() {
     let mut b = orig.clone();
     b["dsseEnvelope"]["signatures"][0]["sig"] = "%%%".into();
     fx.write_bundle(&b);
-    expect(&fx.verify(), 1, "dsseEnvelope.signatures[0].sig: invalid base64");
+    expect(
+        &fx.verify(),
+        1,
+        "dsseEnvelope.signatures[0].sig: invalid base64",
+    );
 
     // Hint edited.
     let mut b = orig.clone();
@@ -320,19 +431,33 @@ fn edited_bundles_are_rejected() {
 
     // Field removed.
     let mut b = orig.clone();
-    b["dsseEnvelope"].as_object_mut().unwrap().remove("signatures");
+    b["dsseEnvelope"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signatures");
     fx.write_bundle(&b);
     expect(&fx.verify(), 1, "dsseEnvelope.signatures: missing");
 
     // Truncated bundle.
     let bytes = serde_json::to_vec(&orig).unwrap();
     fs::write(fx.p("model/model.sig"), &bytes[..bytes.len() / 3]).unwrap();
-    expect(&fx.verify(), 1, "malformed signature bundle: (document): not valid JSON");
+    expect(
+        &fx.verify(),
+        1,
+        "malformed signature bundle: (document): not valid JSON",
+    );
 
     // Oversized bundle refused before parsing.
     fx.write_bundle(&orig);
     expect(
-        &fx.run(&["verify", "-k", "key.pub.pem", "model", "--max-signature-size", "100"]),
+        &fx.run(&[
+            "verify",
+            "-k",
+            "key.pub.pem",
+            "model",
+            "--max-signature-size",
+            "100",
+        ]),
         1,
         "refusing to parse it",
     );
@@ -346,28 +471,60 @@ fn encrypted_keys() {
     let fx = Fx::new();
     let env = [("CG_TEST_PW", "correct horse")];
     expect(
-        &run_in(fx.dir(), &["keygen", "-o", "enc", "--password-env", "CG_TEST_PW"], &env),
+        &run_in(
+            fx.dir(),
+            &["keygen", "-o", "enc", "--password-env", "CG_TEST_PW"],
+            &env,
+        ),
         0,
         "encrypted",
     );
     let pem = fs::read_to_string(fx.p("enc.pem")).unwrap();
-    assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "{pem}");
-    expect(&fx.run(&["sign", "-k", "enc.pem", "model"]), 2, "the private key is encrypted");
+    assert!(
+        pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"),
+        "{pem}"
+    );
+    expect(
+        &fx.run(&["sign", "-k", "enc.pem", "model"]),
+        2,
+        "the private key is encrypted",
+    );
     fs::write(fx.p("wrong.txt"), b"nope\n").unwrap();
     expect(
-        &fx.run(&["sign", "-k", "enc.pem", "--password-file", "wrong.txt", "model"]),
+        &fx.run(&[
+            "sign",
+            "-k",
+            "enc.pem",
+            "--password-file",
+            "wrong.txt",
+            "model",
+        ]),
         2,
         "wrong password",
     );
     fs::write(fx.p("pw.txt"), b"correct horse\n").unwrap();
     expect(
-        &fx.run(&["sign", "-k", "enc.pem", "--password-file", "pw.txt", "model"]),
+        &fx.run(&[
+            "sign",
+            "-k",
+            "enc.pem",
+            "--password-file",
+            "pw.txt",
+            "model",
+        ]),
         0,
         "signed model",
     );
     expect(&fx.run(&["verify", "-k", "enc.pub.pem", "model"]), 0, "OK");
     expect(
-        &fx.run(&["sign", "-k", "enc.pem", "--password-env", "CG_UNSET_VAR_X", "model"]),
+        &fx.run(&[
+            "sign",
+            "-k",
+            "enc.pem",
+            "--password-env",
+            "CG_UNSET_VAR_X",
+            "model",
+        ]),
         2,
         "CG_UNSET_VAR_X",
     );
@@ -377,27 +534,71 @@ fn encrypted_keys() {
 fn usage_and_key_errors_exit_2() {
     let fx = Fx::new();
     fx.sign();
-    expect(&fx.run(&["verify", "-k", "missing.pem", "model"]), 2, "cannot read public key missing.pem");
+    expect(
+        &fx.run(&["verify", "-k", "missing.pem", "model"]),
+        2,
+        "cannot read public key missing.pem",
+    );
     fs::write(fx.p("junk.pem"), b"this is not a key").unwrap();
-    expect(&fx.run(&["verify", "-k", "junk.pem", "model"]), 2, "not a PEM file");
-    expect(&fx.run(&["sign", "-k", "junk.pem", "model"]), 2, "not a PEM file");
+    expect(
+        &fx.run(&["verify", "-k", "junk.pem", "model"]),
+        2,
+        "not a PEM file",
+    );
+    expect(
+        &fx.run(&["sign", "-k", "junk.pem", "model"]),
+        2,
+        "not a PEM file",
+    );
     // Ed25519 (RFC 8410 test key) and RSA are refused by name.
     fs::write(
         fx.p("ed.pem"),
         "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
-    expect(&fx.run(&["sign", "-k", "ed.pem", "model"]), 2, "unsupported key type Ed25519");
-    fs::write(fx.p("rsa.pem"), "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n").unwrap();
-    expect(&fx.run(&["sign", "-k", "rsa.pem", "model"]), 2, "unsupported key type RSA");
+    expect(
+        &fx.run(&["sign", "-k", "ed.pem", "model"]),
+        2,
+        "unsupported key type Ed25519",
+    );
+    fs::write(
+        fx.p("rsa.pem"),
+        "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    expect(
+        &fx.run(&["sign", "-k", "rsa.pem", "model"]),
+        2,
+        "unsupported key type RSA",
+    );
     // A public key where a private key is needed.
-    expect(&fx.run(&["sign", "-k", "key.pub.pem", "model"]), 2, "expected a private key");
+    expect(
+        &fx.run(&["sign", "-k", "key.pub.pem", "model"]),
+        2,
+        "expected a private key",
+    );
     // The private key is accepted for verification (its public half is used).
     expect(&fx.run(&["verify", "-k", "key.pem", "model"]), 0, "OK");
-    expect(&fx.run(&["verify", "-k", "key.pub.pem", "-s", "nope.sig", "model"]), 2, "cannot read signature nope.sig");
-    expect(&fx.run(&["verify", "-k", "key.pub.pem", "no-such-model"]), 2, "does not exist");
-    expect(&fx.run(&["sign", "-k", "key.pem", "no-such-model"]), 2, "does not exist");
-    expect(&fx.run(&["sign", "-k", "key.pem", "--ignore", "elsewhere", "model"]), 2, "not inside the model directory");
+    expect(
+        &fx.run(&["verify", "-k", "key.pub.pem", "-s", "nope.sig", "model"]),
+        2,
+        "cannot read signature nope.sig",
+    );
+    expect(
+        &fx.run(&["verify", "-k", "key.pub.pem", "no-such-model"]),
+        2,
+        "does not exist",
+    );
+    expect(
+        &fx.run(&["sign", "-k", "key.pem", "no-such-model"]),
+        2,
+        "does not exist",
+    );
+    expect(
+        &fx.run(&["sign", "-k", "key.pem", "--ignore", "elsewhere", "model"]),
+        2,
+        "not inside the model directory",
+    );
     expect(&fx.run(&["verify", "--bogus-flag"]), 2, "");
     expect(&fx.run(&["sign", "model"]), 2, "--key");
 }
@@ -407,8 +608,16 @@ fn usage_and_key_errors_exit_2() {
 fn symlinks_are_refused() {
     let fx = Fx::new();
     std::os::unix::fs::symlink("/etc/hostname", fx.p("model/link")).unwrap();
-    expect(&fx.run(&["sign", "-k", "key.pem", "model"]), 2, "is a symbolic link");
-    expect(&fx.run(&["sign", "-k", "key.pem", "--ignore", "model/link", "model"]), 0, "signed model");
+    expect(
+        &fx.run(&["sign", "-k", "key.pem", "model"]),
+        2,
+        "is a symbolic link",
+    );
+    expect(
+        &fx.run(&["sign", "-k", "key.pem", "--ignore", "model/link", "model"]),
+        0,
+        "signed model",
+    );
     // Added after signing: invalid (exit 1), not a usage error.
     std::os::unix::fs::symlink("/etc/hostname", fx.p("model/layers/link2")).unwrap();
     expect(&fx.verify(), 1, "is a symbolic link");
@@ -418,7 +627,14 @@ fn symlinks_are_refused() {
 fn sign_time_ignore_is_recorded() {
     let fx = Fx::new();
     expect(
-        &fx.run(&["sign", "-k", "key.pem", "--ignore", "model/layers/0", "model"]),
+        &fx.run(&[
+            "sign",
+            "-k",
+            "key.pem",
+            "--ignore",
+            "model/layers/0",
+            "model",
+        ]),
         0,
         "signed model: 3 files",
     );

@@ -10,7 +10,8 @@ pub enum Sniffed {
     Zip,
     /// A numpy `.npy` array.
     Npy,
-    /// A POSIX tar archive (torch's oldest format).
+    /// A tar archive, recognised by its header checksum as Python's `tarfile` does (torch's
+    /// oldest format).
     Tar,
     /// A pickle with a PROTO opcode (protocol 2–5), or anything else: to be analysed as a pickle
     /// stream from byte 0, which is what `pickle.load` and torch's legacy loader do.
@@ -27,7 +28,7 @@ pub fn sniff(src: &dyn ReadAt) -> std::io::Result<Sniffed> {
         Sniffed::Zip
     } else if head.starts_with(crate::npy::MAGIC) {
         Sniffed::Npy
-    } else if n >= 262 && &head[257..262] == b"ustar" {
+    } else if crate::tar::is_header(head) {
         Sniffed::Tar
     } else {
         Sniffed::Pickle

@@ -5,8 +5,11 @@
 #![forbid(unsafe_code)]
 
 pub mod detect;
+pub mod dir;
 pub mod io;
+pub mod litdata;
 pub mod npy;
+pub mod tar;
 pub mod zip;
 
 pub use io::ReadAt;

@@ -37,7 +37,7 @@
 //! * **Prefix.** torch's record prefix is the bytes before the first `/` of central-directory
 //!   entry 0 ([`ZipArchive::prefix`]). Records are looked up as `<prefix>/<name>`, truncated
 //!   at the first NUL (C strings). `torch.load` also lists all records and fails if any of them
-//!   is outside the prefix.
+//!   is outside the prefix or, once cut to 511 bytes and at a NUL, is not valid UTF-8.
 //! * **Lookups.** `mz_zip_reader_locate_file` binary-searches an index that was heap-sorted by
 //!   ASCII-case-insensitive name. With duplicate or case-colliding names, which copy comes
 //!   back depends on every name in the archive. [`ZipArchive::torch_lookup`] runs the same
@@ -47,9 +47,11 @@
 //!   (`offset + 30 + name_len + extra_len`) and to check its signature. Its name, sizes, CRC and
 //!   flags are ignored. CRCs are never checked. Only stored (0) and deflate (8) are supported.
 //!   Encryption, patch data and strong encryption make torch fail on that entry. A stored entry
-//!   reads `uncompressed_size` bytes (not `compressed_size`). A deflate stream that is longer
-//!   than declared is silently cut to the declared size. A corrupt stream is silently returned
-//!   half-filled.
+//!   reads `uncompressed_size` bytes (not `compressed_size`). Deflate runs in tinfl's
+//!   non-wrapping mode into a buffer of the declared size, so a back-reference before the start
+//!   of the output is an error, not zeros. A stream longer than declared is silently cut to the
+//!   declared size. A corrupt stream is silently returned half-filled (the rest is
+//!   uninitialised memory).
 //!
 //! Everything is read through [`ReadAt`]: the end-record search window, the central directory,
 //! each local header, and entry data only when asked. Every count and length taken from the
@@ -85,7 +87,6 @@ const SENTINEL32: u64 = 0xFFFF_FFFF;
 /// torch copies entry names into a 512-byte buffer when it lists records.
 const TORCH_NAME_BUF: usize = 511;
 const IO_CHUNK: u64 = 64 * 1024;
-const OUT_CHUNK: usize = 32 * 1024;
 /// Most names/offsets copied into a single anomaly.
 const MAX_LISTED: usize = 32;
 
@@ -136,7 +137,8 @@ pub struct ZipLimits {
     /// entries. Default 1000. Deflate cannot legitimately exceed about 1032:1.
     pub max_compression_ratio: u64,
     /// Most anomalies kept. Further ones are counted in [`ZipAnomaly::AnomaliesOmitted`].
-    /// [`ZipAnomaly::TorchRejects`] is always kept. Default 10 000.
+    /// Archive-level [`ZipAnomaly::TorchRejects`] are always kept, and
+    /// [`ZipArchive::torch_can_open`] counts dropped ones too. Default 10 000.
     pub max_anomalies: usize,
 }
 
@@ -338,6 +340,12 @@ pub enum ZipAnomaly {
         /// The entry.
         entry: usize,
     },
+    /// The name torch lists for this entry is not valid UTF-8 (torch first cuts names to 511
+    /// bytes and at the first NUL), so `torch.load` fails when it lists the records.
+    NonUtf8Name {
+        /// The entry.
+        entry: usize,
+    },
     /// The entry is not under torch's archive prefix.
     OutsidePrefix {
         /// The entry.
@@ -461,8 +469,8 @@ pub enum ZipAnomaly {
         /// CRC-32 of the bytes torch reads.
         actual: u32,
     },
-    /// The deflate stream holds more data than declared. torch silently keeps only the
-    /// declared number of bytes.
+    /// The deflate stream does not end at the declared size: it holds more data, or the end
+    /// marker is missing. torch silently keeps the declared number of bytes.
     DeflateLongerThanDeclared {
         /// The entry.
         entry: usize,
@@ -493,6 +501,7 @@ impl ZipAnomaly {
         match self {
             TorchRejects { entry, .. } => *entry,
             NameContainsNul { entry }
+            | NonUtf8Name { entry }
             | OutsidePrefix { entry, .. }
             | LocalNameMismatch { entry, .. }
             | LocalHeaderMismatch { entry, .. }
@@ -653,6 +662,11 @@ impl ZipAnomaly {
                  Python's zipfile cuts the name at the NUL and may load it under a different \
                  name"
             ),
+            NonUtf8Name { entry } => format!(
+                "entry {entry}'s name is not valid UTF-8 as torch lists it (cut to 511 bytes and \
+                 at the first NUL): torch.load fails with UnicodeDecodeError when it lists the \
+                 records, while byte-oriented readers load the entry normally"
+            ),
             OutsidePrefix {
                 entry,
                 name,
@@ -749,8 +763,9 @@ impl ZipAnomaly {
                  readers reject it"
             ),
             DeflateLongerThanDeclared { entry, declared } => format!(
-                "entry {entry}'s deflate stream holds more than the declared {declared} bytes; \
-                 torch silently keeps the first {declared}, while other readers return it all"
+                "entry {entry}'s deflate stream does not end at the declared {declared} bytes (it \
+                 holds more, or lacks its end marker); torch silently keeps the first \
+                 {declared}, while other readers return more or reject it"
             ),
             DeflateTruncated {
                 entry,
@@ -1531,6 +1546,11 @@ fn miniz_record_checks(raw: &RawRecord<'_>, this_disk: u64, len: u64) -> Option<
     None
 }
 
+/// [`ZipLimits::max_entries`], never above miniz's own `u32` limit (indices are `u32`).
+fn max_entries(limits: &ZipLimits) -> u64 {
+    limits.max_entries.min(u64::from(u32::MAX))
+}
+
 struct Parsed {
     entries: Vec<ZipEntry>,
     torch_count: usize,
@@ -1556,16 +1576,16 @@ fn parse_miniz(
     limits: &ZipLimits,
     sink: &mut Sink,
 ) -> Result<Parsed, Fail> {
-    if tail.total > limits.max_entries {
+    if tail.total > max_entries(limits) {
         return Err(Fail::Fatal(ZipError::LimitExceeded {
             what: "declared entry count",
             value: tail.total,
-            limit: limits.max_entries,
+            limit: max_entries(limits),
         }));
     }
     // miniz skips reading an empty directory; it is read anyway to find records it hides.
     let cd = read_cd(src, tail.cd_offset, tail.cd_size, limits)?;
-    let mut entries = Vec::with_capacity(clamp_usize(tail.total));
+    let mut entries = Vec::with_capacity(clamp_usize(tail.total.min(4096)));
     let mut rejections = Vec::new();
     let mut pos = 0usize;
     for i in 0..clamp_usize(tail.total) {
@@ -1592,11 +1612,11 @@ fn parse_miniz(
     // Records after the declared count: invisible to miniz, listed by Python's zipfile.
     let mut names = Vec::new();
     while let Ok(raw) = raw_record(&cd, pos) {
-        if entries.len() as u64 >= limits.max_entries {
+        if entries.len() as u64 >= max_entries(limits) {
             return Err(Fail::Fatal(ZipError::LimitExceeded {
                 what: "entry count",
                 value: entries.len() as u64 + 1,
-                limit: limits.max_entries,
+                limit: max_entries(limits),
             }));
         }
         let index = entries.len();
@@ -1645,11 +1665,11 @@ fn parse_python(
     let mut entries = Vec::new();
     let mut pos = 0usize;
     while pos < cd.len() {
-        if entries.len() as u64 >= limits.max_entries {
+        if entries.len() as u64 >= max_entries(limits) {
             return Err(Fail::Fatal(ZipError::LimitExceeded {
                 what: "entry count",
                 value: entries.len() as u64 + 1,
-                limit: limits.max_entries,
+                limit: max_entries(limits),
             }));
         }
         let raw = raw_record(&cd, pos).map_err(|why| Fail::Torch(why.into()))?;
@@ -1694,10 +1714,17 @@ impl Sink {
 
     fn push(&mut self, a: ZipAnomaly) {
         let rejects = matches!(a, ZipAnomaly::TorchRejects { .. });
-        if rejects || matches!(a, ZipAnomaly::OutsidePrefix { .. }) {
+        if rejects
+            || matches!(
+                a,
+                ZipAnomaly::OutsidePrefix { .. } | ZipAnomaly::NonUtf8Name { .. }
+            )
+        {
             self.torch_ok = false;
         }
-        if rejects || self.list.len() < self.max {
+        // Archive-level rejections are always kept; per-entry ones count against the cap.
+        let always = matches!(a, ZipAnomaly::TorchRejects { entry: None, .. });
+        if always || self.list.len() < self.max {
             self.list.push(a);
         } else {
             self.omitted += 1;
@@ -1763,6 +1790,13 @@ fn torch_lists_under_prefix(name: &[u8], prefix_slash: &[u8]) -> bool {
     true
 }
 
+/// What `torch.load` does with the record name: `getAllRecords` copies it into a 512-byte C
+/// buffer and drops the prefix, then pybind11 decodes it as strict UTF-8.
+fn torch_listed_name_is_utf8(name: &[u8], prefix_slash_len: usize) -> bool {
+    let listed = c_string(&name[..name.len().min(TORCH_NAME_BUF)]);
+    std::str::from_utf8(listed.get(prefix_slash_len..).unwrap_or(&[])).is_ok()
+}
+
 fn c_string(b: &[u8]) -> &[u8] {
     &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
 }
@@ -1776,7 +1810,8 @@ enum Plan {
 enum InflateEnd {
     /// The stream ended where it should.
     Ended,
-    /// More output than declared; torch keeps the declared prefix.
+    /// More output than declared (or no end marker once the declared size is reached); torch
+    /// keeps the declared prefix.
     Overflow,
     /// Corrupt or cut-short stream.
     Broken,
@@ -1979,6 +2014,8 @@ impl<'a> ZipArchive<'a> {
                         name: e.name_lossy().into_owned(),
                         prefix: lossy(&ps[..ps.len() - 1]),
                     });
+                } else if !torch_listed_name_is_utf8(&e.name, ps.len()) {
+                    sink.push(ZipAnomaly::NonUtf8Name { entry: i });
                 }
             }
             if e.method != METHOD_STORED && e.method != METHOD_DEFLATE {
@@ -2303,9 +2340,9 @@ impl<'a> ZipArchive<'a> {
         &self.anomalies
     }
 
-    /// Whether `torch.load` can open this archive: no [`ZipAnomaly::TorchRejects`] and no
-    /// [`ZipAnomaly::OutsidePrefix`] (which fails `torch.load` when it lists the records) was
-    /// recorded. Per-entry read failures (encryption, bad local header, ...) do not count; they
+    /// Whether `torch.load` can open this archive: no [`ZipAnomaly::TorchRejects`],
+    /// [`ZipAnomaly::OutsidePrefix`] or [`ZipAnomaly::NonUtf8Name`] (the last two fail
+    /// `torch.load` when it lists the records) was recorded. Per-entry read failures (encryption, bad local header, ...) do not count; they
     /// show up when that record is read. When `false`, the entries are still the best available
     /// view: miniz's where it parses, Python's `zipfile`'s otherwise.
     pub fn torch_can_open(&self) -> bool {
@@ -2560,17 +2597,16 @@ impl<'a> ZipArchive<'a> {
                     return Err(too_big(uncomp));
                 }
                 self.check_ratio(comp, uncomp)?;
-                let mut data = Vec::with_capacity(clamp_usize(uncomp.min(1 << 20)));
-                let (produced, end) = self.inflate(entry, offset, comp, uncomp, &mut |c| {
-                    data.extend_from_slice(c)
-                })?;
+                let (data, end) = self.inflate(entry, offset, comp, uncomp)?;
+                let produced = data.len() as u64;
                 match end {
                     InflateEnd::Ended if produced != uncomp => {
                         return Err(Self::unreadable(
                             entry,
                             format!(
-                            "unexpected decompressed size ({produced} bytes, {uncomp} declared)"
-                        ),
+                                "unexpected decompressed size ({produced} bytes, {uncomp} \
+                                 declared)"
+                            ),
                         ))
                     }
                     InflateEnd::Ended => (data, true),
@@ -2633,31 +2669,15 @@ impl<'a> ZipArchive<'a> {
                     done += n as u64;
                 }
             }
-            Plan::Deflate {
-                offset,
-                comp,
-                uncomp,
-            } => {
-                self.check_ratio(comp, uncomp)?;
-                let (produced, end) =
-                    self.inflate(entry, offset, comp, uncomp, &mut |c| crc.update(c))?;
-                match end {
-                    InflateEnd::Ended if produced != uncomp => {
-                        return Err(Self::unreadable(
-                            entry,
-                            format!(
-                            "unexpected decompressed size ({produced} bytes, {uncomp} declared)"
-                        ),
-                        ))
-                    }
-                    InflateEnd::Broken => {
-                        return Err(Self::unreadable(
-                            entry,
-                            format!("the deflate stream is corrupt after {produced} bytes"),
-                        ))
-                    }
-                    _ => {}
+            Plan::Deflate { .. } => {
+                let d = self.read_entry_detailed(entry, self.limits.max_entry_bytes)?;
+                if !d.complete {
+                    return Err(Self::unreadable(
+                        entry,
+                        format!("the deflate stream is corrupt after {} bytes", d.data.len()),
+                    ));
                 }
+                crc.update(&d.data);
             }
         }
         let actual = crc.sum();
@@ -2680,70 +2700,45 @@ impl<'a> ZipArchive<'a> {
         Ok(())
     }
 
-    /// Streams the raw deflate data at `offset` (at most `comp` bytes of input) into `sink`,
-    /// passing on at most `uncomp` bytes of output. It decodes one byte past `uncomp` to tell
-    /// an over-long stream (torch keeps the prefix) from an exact one.
+    /// Inflates the raw deflate data at `offset` the way `mz_zip_reader_extract_to_mem` does:
+    /// tinfl in non-wrapping mode, writing straight into an output buffer of the declared size.
+    /// A first `decompress` call with `FlushDecompress::Finish` makes flate2's miniz_oxide
+    /// backend (a port of tinfl) run that same single-shot mode, including its refusal of
+    /// back-references before the start of the output. A streaming decoder would read zeros
+    /// there instead.
+    ///
+    /// The buffer has one spare byte, so an over-long stream (torch keeps the first `uncomp`
+    /// bytes) can be told from an exact one. Input is capped at `uncomp + uncomp/16 + 64 KiB`,
+    /// which is more than any encoder needs. Only a stream padded past that (for example with
+    /// empty blocks) is reported as broken where torch might still decode it.
     fn inflate(
         &self,
         entry: &ZipEntry,
         offset: u64,
         comp: u64,
         uncomp: u64,
-        sink: &mut dyn FnMut(&[u8]),
-    ) -> Result<(u64, InflateEnd), ZipError> {
+    ) -> Result<(Vec<u8>, InflateEnd), ZipError> {
+        let in_len = comp.min(uncomp.saturating_add(uncomp / 16).saturating_add(IO_CHUNK));
+        let input = read_vec(self.src, offset, in_len).map_err(|err| {
+            Self::unreadable(entry, format!("decompression failed (read error: {err})"))
+        })?;
+        let mut out = vec![0u8; clamp_usize(uncomp.saturating_add(1))];
         let mut d = Decompress::new(false);
-        let mut inbuf = vec![0u8; clamp_usize(comp.min(IO_CHUNK))];
-        let mut outbuf = vec![0u8; OUT_CHUNK];
-        let (mut in_pos, mut in_end) = (0usize, 0usize);
-        let (mut next_read, mut comp_left) = (offset, comp);
-        let limit = uncomp.saturating_add(1);
-        let mut produced = 0u64;
-        loop {
-            if in_pos == in_end && comp_left > 0 {
-                let n = clamp_usize(comp_left.min(inbuf.len() as u64));
-                self.src
-                    .read_exact_at(next_read, &mut inbuf[..n])
-                    .map_err(|err| {
-                        Self::unreadable(entry, format!("decompression failed (read error: {err})"))
-                    })?;
-                next_read += n as u64;
-                comp_left -= n as u64;
-                in_pos = 0;
-                in_end = n;
-            }
-            let room = clamp_usize((limit - produced).min(OUT_CHUNK as u64));
-            if room == 0 {
-                return Ok((uncomp, InflateEnd::Overflow));
-            }
-            let (before_in, before_out) = (d.total_in(), d.total_out());
-            let res = d.decompress(
-                &inbuf[in_pos..in_end],
-                &mut outbuf[..room],
-                FlushDecompress::None,
-            );
-            let used = clamp_usize(d.total_in() - before_in);
-            let wrote = clamp_usize(d.total_out() - before_out).min(room);
-            in_pos = (in_pos + used).min(in_end);
-            let keep = wrote.min(clamp_usize(uncomp.saturating_sub(produced)));
-            sink(&outbuf[..keep]);
-            produced += wrote as u64;
-            match res {
-                Err(_) => return Ok((produced.min(uncomp), InflateEnd::Broken)),
-                Ok(Status::StreamEnd) => {
-                    return Ok(if produced > uncomp {
-                        (uncomp, InflateEnd::Overflow)
-                    } else {
-                        (produced, InflateEnd::Ended)
-                    })
-                }
-                Ok(_) if used == 0 && wrote == 0 => {
-                    // No progress with output room left: the input is used up (or the decoder
-                    // is stuck), which tinfl reports as a silent failure.
-                    return Ok((produced.min(uncomp), InflateEnd::Broken));
-                }
-                Ok(_) => {}
-            }
-        }
+        let res = d.decompress(&input, &mut out, FlushDecompress::Finish);
+        let produced = d.total_out().min(out.len() as u64);
+        out.truncate(clamp_usize(produced.min(uncomp)));
+        let end = if produced > uncomp {
+            InflateEnd::Overflow
+        } else if matches!(res, Ok(Status::StreamEnd)) {
+            InflateEnd::Ended
+        } else if produced == uncomp {
+            // torch's buffer is full, so everything it returns was decoded: the stream simply
+            // has no end marker where expected, which torch does not notice.
+            InflateEnd::Overflow
+        } else {
+            InflateEnd::Broken
+        };
+        Ok((out, end))
     }
 }
 
@@ -4064,6 +4059,36 @@ mod tests {
                 exercise(&z);
             }
         }
+    }
+
+    #[test]
+    fn opening_reads_metadata_not_tensor_data() {
+        let tensor = vec![7u8; 32 << 20];
+        let es = vec![
+            te("arch/data.pkl", b"\x80\x02}q\x00."),
+            te("arch/data/0", &tensor),
+            te("arch/version", b"3\n"),
+        ];
+        let b = build(
+            &es,
+            &Opts {
+                zip64: true,
+                ..Opts::default()
+            },
+        );
+        let counted = crate::io::Counting::new(&b.bytes);
+        let z = ZipArchive::open(&counted, ZipLimits::default()).unwrap();
+        let pkl = z.torch_lookup("data.pkl").unwrap();
+        assert_eq!(z.read_entry(pkl, 1 << 20).unwrap().len(), 6);
+        let (off, len) = z.entry_range(z.torch_lookup("data/0").unwrap()).unwrap();
+        assert_eq!((off, len), (b.lhos[1] + 30 + 11, 32 << 20));
+        // End-record search window (<= 64 KiB + 22 + 4 KiB), central directory, local headers
+        // and the pickle: nowhere near the 32 MiB tensor.
+        assert!(
+            counted.bytes_read() < 80 * 1024,
+            "read {} bytes",
+            counted.bytes_read()
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 #![deny(missing_docs)]
 
 mod compat;
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::type_complexity)]
 mod compat_table;
 pub mod disasm;
 mod machine;
@@ -316,12 +316,23 @@ pub struct Analysis<'a> {
     pub issues: Vec<Issue>,
     /// Opcode trace, when requested.
     pub trace: Option<Vec<TraceEntry>>,
+    /// Which opcodes the stream executed (bit `b` set for opcode byte `b`).
+    pub opcodes_seen: [u64; 4],
 }
 
 impl<'a> Analysis<'a> {
     /// The value with this id.
     pub fn value(&self, id: ObjId) -> &Value {
         &self.values[id.0 as usize]
+    }
+    /// Whether the stream executed opcode `op`.
+    pub fn used(&self, op: Opcode) -> bool {
+        let b = op.byte() as usize;
+        self.opcodes_seen[b / 64] & (1 << (b % 64)) != 0
+    }
+    /// Every opcode the stream executed.
+    pub fn opcodes_used(&self) -> Vec<Opcode> {
+        (0..=255u8).filter_map(Opcode::from_byte).filter(|o| self.used(*o)).collect()
     }
     /// Whether any pickle failed to parse or hit a limit (the stream was not fully analysed).
     pub fn incomplete(&self) -> bool {

@@ -106,6 +106,7 @@ fn empty(data: &[u8], trace: bool) -> Analysis<'_> {
         extensions: Vec::new(),
         issues: Vec::new(),
         trace: trace.then(Vec::new),
+        opcodes_seen: [0; 4],
     }
 }
 
@@ -120,6 +121,7 @@ struct Snapshot {
     extensions: usize,
     issues: usize,
     trace: usize,
+    opcodes_seen: [u64; 4],
 }
 
 impl Snapshot {
@@ -135,6 +137,7 @@ impl Snapshot {
             extensions: a.extensions.len(),
             issues: a.issues.len(),
             trace: a.trace.as_ref().map_or(0, Vec::len),
+            opcodes_seen: a.opcodes_seen,
         }
     }
     fn nothing_happened_since(&self, a: &Analysis<'_>) -> bool {
@@ -147,6 +150,7 @@ impl Snapshot {
             && !a.issues[self.issues..].iter().any(|i| matches!(i.kind, IssueKind::Limit(_)))
     }
     fn restore(&self, a: &mut Analysis<'_>) {
+        a.opcodes_seen = self.opcodes_seen;
         a.values.truncate(self.values);
         a.pickles.truncate(self.pickles);
         a.issues.truncate(self.issues);
@@ -211,6 +215,8 @@ fn run_pickle(a: &mut Analysis<'_>, start: usize, limits: &Limits, budget: &mut 
         };
         vm.offset = op.offset;
         vm.last = None;
+        let b = op.code.byte() as usize;
+        vm.a.opcodes_seen[b / 64] |= 1 << (b % 64);
         let depth = vm.marks.len();
         let step = vm.step(&op);
         if let Some(t) = vm.a.trace.as_mut() {

@@ -16,6 +16,8 @@ pub struct Location {
     pub base: u64,
     /// Persistent ids are expected and checked by the container layer (torch files).
     pub persistent_ids_expected: bool,
+    /// The container holds several pickles by design (torch's legacy formats).
+    pub multi_pickle: bool,
 }
 
 const HELP_DANGER: &str = "Do not load this file with pickle or torch.load(weights_only=False). Get the checkpoint from a trusted source and verify its signature (ckptguard verify).";
@@ -226,7 +228,7 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
         };
         sink.add(place(f, i.offset));
     }
-    if a.pickles.len() > 1 {
+    if a.pickles.len() > 1 && !loc.multi_pickle {
         sink.add(place(
             Finding::new(Code::MultiplePickles, format!("{} pickles in one stream; all analysed", a.pickles.len())),
             a.pickles[1].start,

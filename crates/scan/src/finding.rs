@@ -116,8 +116,28 @@ codes! {
         "The .npy header is malformed; numpy would refuse the file, and its body was not analysed as data.";
     NpyObjectArray = "CG306", "npy-object-array", Info, false,
         "The .npy array has an object dtype: its body is a pickle, loaded only with allow_pickle=True. The pickle was analysed.";
+    TorchPersistentId = "CG310", "torch-persistent-id", High, false,
+        "A persistent id in a torch pickle is not torch's ('storage', <storage class>, key, location, numel) form. torch refuses it, but loaders with their own persistent_load (Lightning's _lazy_load) act on what it names.";
+    TorchMissingStorage = "CG311", "torch-missing-storage", Medium, false,
+        "A persistent id names a data/<key> record that the archive lacks, or that is smaller than the storage it declares. torch fails to load such a file; it is corrupt or tampered with.";
+    TorchScript = "CG312", "torchscript", Critical, true,
+        "A TorchScript archive (constants.pkl, code/): loading it with torch.jit.load runs its code, and torch.load(weights_only=True) before torch 2.6 handed such files to torch.jit.load (CVE-2025-32434).";
+    LightningInstantiator = "CG313", "lightning-instantiator", Critical, false,
+        "hyper_parameters[\"_instantiator\"] names something other than lightning.pytorch.cli.instantiate_module. Lightning imports that dotted path and calls it on load: code execution even when unpickling is safe.";
+    TorchLegacyLayout = "CG314", "torch-legacy-layout", High, true,
+        "A legacy torch tar member does not follow the layout torch reads (count, argument pickles, raw records), so the rest of it could not be analysed.";
     Unreadable = "CG401", "unreadable", High, true,
         "The file could not be read (permissions, I/O error, a symlink loop).";
+    PathEscape = "CG402", "path-escape", Critical, false,
+        "A path inside the checkpoint (DCP relative_path, DeepSpeed latest tag, litdata chunk name) points outside the checkpoint directory; the loader joins it unchecked and loads whatever file it reaches.";
+    ShippedCode = "CG403", "shipped-code", Medium, false,
+        "Executable code (scripts, native libraries) ships with the checkpoint, like DeepSpeed's zero_to_fp32.py. Loading does not run it, but users are told to run it; review it or use your own copy.";
+    ContainerMalformed = "CG404", "container-malformed", High, true,
+        "The directory container's own structure (DCP .metadata storage_data, litdata index and chunks) could not be followed, so some of its data was not analysed the way the loader reads it.";
+    Encrypted = "CG405", "encrypted", High, true,
+        "Encrypted data (litdata encrypted chunks) cannot be analysed without the key; it is unverifiable, never safe.";
+    ContainerMissingFile = "CG406", "container-missing-file", Medium, false,
+        "The container refers to a file it does not contain (a DCP data file, a DeepSpeed tag, a litdata chunk); loading fails there.";
 }
 
 /// One finding about one file.

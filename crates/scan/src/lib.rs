@@ -17,10 +17,12 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod dirs;
 pub mod evaluate;
 pub mod finding;
 pub mod policy;
 pub mod report;
+pub mod torch;
 
 use std::collections::BTreeSet;
 
@@ -87,6 +89,8 @@ pub struct FileScan {
     pub globals: BTreeSet<String>,
     /// Set when the source is not a checkpoint format at all (and why).
     pub skipped: Option<String>,
+    /// The weights-only verdict, for torch files.
+    pub weights_only: Option<torch::WeightsOnly>,
 }
 
 /// File names that announce a pickle: a file so named that does not parse is malformed, not
@@ -125,31 +129,51 @@ pub fn scan_source(src: &dyn ReadAt, name: &str, opts: &ScanOptions) -> FileScan
             out.format = "npy".into();
             scan_npy(src, None, opts, &mut out);
         }
-        Sniffed::Tar | Sniffed::Pickle => {
-            out.format = "pickle".into();
-            let data = match bytes_at(src, 0, src.len(), opts.limits.max_pickle_bytes) {
-                Ok(d) => d,
-                Err(e) => {
-                    out.findings.push(Finding::new(Code::LimitExceeded, format!("pickle stream not analysed: {e}")));
-                    return out;
+        Sniffed::Tar => {
+            if !torch::scan_legacy_tar(src, opts, &mut out) {
+                scan_stream(src, name, opts, &mut out);
+            } else {
+                // The bytes also start a pickle stream for loaders that skip the tar check.
+                let mut also = FileScan::default();
+                scan_stream(src, name, opts, &mut also);
+                if also.skipped.is_none() {
+                    out.findings.extend(also.findings);
+                    out.globals.extend(also.globals);
                 }
-            };
-            let a = analyze(&data, &opts.limits.pickle);
-            if !pickle_like_name(name) && !starts_with_proto(&data) && not_a_pickle(&a) {
-                out.format = "unknown".into();
-                let at = a.issues.first().map_or(0, |i| i.offset);
-                out.skipped = Some(format!(
-                    "not a checkpoint format: unpickling fails at byte {at} before importing or calling anything"
-                ));
-                return out;
             }
-            if a.pickles.first().and_then(|p| p.protocol).is_some() {
-                out.format = format!("pickle (protocol {})", a.pickles[0].protocol.unwrap_or(0));
-            }
-            add_pickle(&a, Location::default(), opts, &mut out);
         }
+        Sniffed::Pickle => scan_stream(src, name, opts, &mut out),
     }
     out
+}
+
+/// A raw pickle stream from byte 0: torch's legacy format, or any pickle.
+fn scan_stream(src: &dyn ReadAt, name: &str, opts: &ScanOptions, out: &mut FileScan) {
+    out.format = "pickle".into();
+    let data = match bytes_at(src, 0, src.len(), opts.limits.max_pickle_bytes) {
+        Ok(d) => d,
+        Err(e) => {
+            out.findings.push(Finding::new(Code::LimitExceeded, format!("pickle stream not analysed: {e}")));
+            return;
+        }
+    };
+    if torch::scan_legacy_stream(&data, opts, out) {
+        return;
+    }
+    let a = analyze(&data, &opts.limits.pickle);
+    if !pickle_like_name(name) && !starts_with_proto(&data) && not_a_pickle(&a) {
+        out.format = "unknown".into();
+        let at = a.issues.first().map_or(0, |i| i.offset);
+        out.skipped = Some(format!(
+            "not a checkpoint format: unpickling fails at byte {at} before importing or calling anything"
+        ));
+        return;
+    }
+    if let Some(p) = a.pickles.first().and_then(|p| p.protocol) {
+        out.format = format!("pickle (protocol {p})");
+    }
+    add_pickle(&a, Location::default(), opts, out);
+    torch::check_instantiator(&a, &Location::default(), &mut out.findings);
 }
 
 fn starts_with_proto(data: &[u8]) -> bool {
@@ -157,7 +181,9 @@ fn starts_with_proto(data: &[u8]) -> bool {
 }
 
 /// The unpickler would fail before doing anything observable, and not because the input ended.
-fn not_a_pickle(a: &Analysis<'_>) -> bool {
+/// An EXT lookup alone does not count: with copyreg's extension registry empty, as it is in
+/// every loader process, CPython fails on it ("unregistered extension code").
+pub(crate) fn not_a_pickle(a: &Analysis<'_>) -> bool {
     a.pickles.len() == 1
         && a.pickles[0].end.is_none()
         && a.imports.is_empty()
@@ -165,7 +191,6 @@ fn not_a_pickle(a: &Analysis<'_>) -> bool {
         && a.builds.is_empty()
         && a.mutations.is_empty()
         && a.persistent_ids.is_empty()
-        && a.extensions.is_empty()
         && !a.issues.iter().any(|i| matches!(i.kind, IssueKind::Limit(_)))
 }
 
@@ -183,7 +208,7 @@ fn cut_short(a: &Analysis<'_>) -> bool {
     })
 }
 
-fn add_pickle(a: &Analysis<'_>, loc: Location, opts: &ScanOptions, out: &mut FileScan) {
+pub(crate) fn add_pickle(a: &Analysis<'_>, loc: Location, opts: &ScanOptions, out: &mut FileScan) {
     evaluate::evaluate(a, &opts.policy, &loc, &mut out.findings);
     out.globals.extend(evaluate::globals(a));
 }
@@ -211,7 +236,7 @@ fn scan_npy(src: &dyn ReadAt, entry: Option<&str>, opts: &ScanOptions, out: &mut
     match bytes_at(src, h.body_offset, len, opts.limits.max_pickle_bytes) {
         Ok(body) => {
             let a = analyze(&body, &opts.limits.pickle);
-            let loc = Location { entry: entry.map(str::to_string), base: h.body_offset, persistent_ids_expected: false };
+            let loc = Location { entry: entry.map(str::to_string), base: h.body_offset, ..Location::default() };
             add_pickle(&a, loc, opts, out);
         }
         Err(e) => out.findings.push(place(Finding::new(Code::LimitExceeded, format!("npy body not analysed: {e}")))),
@@ -292,6 +317,14 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
     } else {
         "zip".into()
     };
+    if torch::check_torchscript(&zip, &mut out.findings) {
+        out.format = "torchscript".into();
+        out.weights_only = Some(torch::WeightsOnly {
+            accepted: false,
+            needs_safe_globals: Vec::new(),
+            blocker: Some("TorchScript archive: load it with torch.jit.load, which runs its code".into()),
+        });
+    }
     for entry in zip.entries() {
         if entry.is_directory() {
             continue;
@@ -328,9 +361,16 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
                 break; // unpickling this member would fail before doing anything
             }
             if whole {
-                let persistent = torch && lname.ends_with("/data.pkl");
-                let loc = Location { entry: Some(name.clone()), base: 0, persistent_ids_expected: persistent };
-                add_pickle(&a, loc, opts, out);
+                let data_pkl = torch && lname.ends_with("/data.pkl");
+                let loc = Location { entry: Some(name.clone()), base: 0, persistent_ids_expected: data_pkl, multi_pickle: false };
+                add_pickle(&a, loc.clone(), opts, out);
+                if data_pkl {
+                    torch::check_zip_persistent_ids(&a, &zip, &name, &mut out.findings);
+                    torch::check_instantiator(&a, &loc, &mut out.findings);
+                    if out.format != "torchscript" {
+                        torch::merge_weights_only(&mut out.weights_only, torch::weights_only(&a));
+                    }
+                }
                 break;
             }
             probe = if nothing { probe.saturating_mul(8) } else { body.len() };

@@ -37,12 +37,17 @@ const TORCH_STORAGES: &[&str] = &[
     "QInt32Storage", "QUInt4x2Storage", "QUInt2x4Storage", "UntypedStorage",
 ];
 
+/// Legacy tensor classes (`torch.FloatTensor`, ...), recorded by torch's legacy tar format.
+pub(crate) const TORCH_TENSOR_CLASSES: &[&str] = &[
+    "DoubleTensor", "FloatTensor", "HalfTensor", "BFloat16Tensor", "LongTensor", "IntTensor",
+    "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor",
+];
+
 const TORCH_REBUILD: &[&str] = &[
     "_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
     "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_sparse_tensor",
     "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
     "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor",
-    "_rebuild_nested_tensor",
 ];
 
 /// The built-in allowlist: torch's weights-only set plus what real Lightning, numpy, DCP and
@@ -153,6 +158,11 @@ static BUILTIN: &[(&str, &str, Allow)] = &[
     ("deepspeed.utils.tensor_fragment", "fragment_address", Allow::Call),
 ];
 
+/// Whether `name` is a torch dtype attribute (`float32`, `bfloat16`, `float8_e4m3fn`, ...).
+pub fn is_torch_dtype(name: &str) -> bool {
+    TORCH_DTYPES.contains(&name)
+}
+
 fn numpy_scalar_type(module: &str, name: &str) -> bool {
     const NP: &[&str] = &[
         "bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -187,6 +197,9 @@ impl Policy {
             return Some(*a);
         }
         if module == "torch" && (TORCH_DTYPES.contains(&name) || TORCH_STORAGES.contains(&name)) {
+            return Some(Allow::ImportOnly);
+        }
+        if module == "torch" && TORCH_TENSOR_CLASSES.contains(&name) {
             return Some(Allow::ImportOnly);
         }
         if module == "torch._utils" && TORCH_REBUILD.contains(&name) {

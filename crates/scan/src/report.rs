@@ -56,6 +56,9 @@ pub struct FileReport {
     pub findings: Vec<Finding>,
     /// Every global imported, as `module.name`.
     pub globals: Vec<String>,
+    /// Would `torch.load(weights_only=True)` accept it (torch files only)?
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights_only: Option<crate::torch::WeightsOnly>,
     /// Why the file could not be read or was skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -81,6 +84,7 @@ impl FileReport {
             bytes_read,
             findings,
             globals: scan.globals.into_iter().collect(),
+            weights_only: scan.weights_only,
             error: scan.skipped,
         }
     }
@@ -95,6 +99,7 @@ impl FileReport {
             bytes_read: 0,
             findings: Vec::new(),
             globals: Vec::new(),
+            weights_only: None,
             error: Some(error),
         }
     }

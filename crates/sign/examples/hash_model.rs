@@ -15,5 +15,9 @@ fn main() {
         println!("{hex}  {}", e.name);
     }
     let s = t.elapsed().as_secs_f64();
-    eprintln!("{} files, {bytes} bytes in {s:.3}s = {:.0} MB/s", entries.len(), bytes as f64 / s / 1e6);
+    eprintln!(
+        "{} files, {bytes} bytes in {s:.3}s = {:.0} MB/s",
+        entries.len(),
+        bytes as f64 / s / 1e6
+    );
 }

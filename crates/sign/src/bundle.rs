@@ -205,9 +205,12 @@ const B64_URL: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, B64_LEN
 
 /// Protobuf JSON accepts standard and URL-safe base64, padded or not.
 fn b64(field: &str, v: &Value) -> Result<Vec<u8>, VerifyError> {
-    let s = v
-        .as_str()
-        .ok_or_else(|| VerifyError::bundle(field, format!("expected a base64 string, found {}", type_name(v))))?;
+    let s = v.as_str().ok_or_else(|| {
+        VerifyError::bundle(
+            field,
+            format!("expected a base64 string, found {}", type_name(v)),
+        )
+    })?;
     B64_STD
         .decode(s)
         .or_else(|_| B64_URL.decode(s))
@@ -228,11 +231,17 @@ fn type_name(v: &Value) -> &'static str {
 type Mk = fn(String, String) -> VerifyError;
 
 fn mk_bundle(f: String, r: String) -> VerifyError {
-    VerifyError::MalformedBundle { field: f, reason: r }
+    VerifyError::MalformedBundle {
+        field: f,
+        reason: r,
+    }
 }
 
 fn mk_statement(f: String, r: String) -> VerifyError {
-    VerifyError::MalformedStatement { field: f, reason: r }
+    VerifyError::MalformedStatement {
+        field: f,
+        reason: r,
+    }
 }
 
 fn join(parent: &str, key: &str) -> String {
@@ -244,25 +253,52 @@ fn join(parent: &str, key: &str) -> String {
 }
 
 fn obj<'a>(mk: Mk, field: &str, v: &'a Value) -> Result<&'a Map<String, Value>, VerifyError> {
-    v.as_object()
-        .ok_or_else(|| mk(field.to_string(), format!("expected an object, found {}", type_name(v))))
+    v.as_object().ok_or_else(|| {
+        mk(
+            field.to_string(),
+            format!("expected an object, found {}", type_name(v)),
+        )
+    })
 }
 
-fn req<'a>(mk: Mk, parent: &str, o: &'a Map<String, Value>, key: &str) -> Result<&'a Value, VerifyError> {
+fn req<'a>(
+    mk: Mk,
+    parent: &str,
+    o: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a Value, VerifyError> {
     o.get(key)
         .ok_or_else(|| mk(join(parent, key), "missing".to_string()))
 }
 
-fn req_str<'a>(mk: Mk, parent: &str, o: &'a Map<String, Value>, key: &str) -> Result<&'a str, VerifyError> {
+fn req_str<'a>(
+    mk: Mk,
+    parent: &str,
+    o: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a str, VerifyError> {
     let v = req(mk, parent, o, key)?;
-    v.as_str()
-        .ok_or_else(|| mk(join(parent, key), format!("expected a string, found {}", type_name(v))))
+    v.as_str().ok_or_else(|| {
+        mk(
+            join(parent, key),
+            format!("expected a string, found {}", type_name(v)),
+        )
+    })
 }
 
-fn req_arr<'a>(mk: Mk, parent: &str, o: &'a Map<String, Value>, key: &str) -> Result<&'a Vec<Value>, VerifyError> {
+fn req_arr<'a>(
+    mk: Mk,
+    parent: &str,
+    o: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a Vec<Value>, VerifyError> {
     let v = req(mk, parent, o, key)?;
-    v.as_array()
-        .ok_or_else(|| mk(join(parent, key), format!("expected an array, found {}", type_name(v))))
+    v.as_array().ok_or_else(|| {
+        mk(
+            join(parent, key),
+            format!("expected an array, found {}", type_name(v)),
+        )
+    })
 }
 
 /// Parse and validate the bundle structure (not the signature).
@@ -280,7 +316,11 @@ pub(crate) fn parse_bundle(bytes: &[u8]) -> Result<ParsedBundle, VerifyError> {
         });
     }
 
-    let vm = obj(mk, "verificationMaterial", req(mk, "", top, "verificationMaterial")?)?;
+    let vm = obj(
+        mk,
+        "verificationMaterial",
+        req(mk, "", top, "verificationMaterial")?,
+    )?;
     let hint = match vm.get("publicKey") {
         Some(pk) => {
             let pk = obj(mk, "verificationMaterial.publicKey", pk)?;
@@ -333,13 +373,19 @@ pub(crate) fn parse_bundle(bytes: &[u8]) -> Result<ParsedBundle, VerifyError> {
             format!("expected {PAYLOAD_TYPE:?}, found {pt:?}"),
         ));
     }
-    let payload = b64("dsseEnvelope.payload", req(mk, "dsseEnvelope", env, "payload")?)?;
+    let payload = b64(
+        "dsseEnvelope.payload",
+        req(mk, "dsseEnvelope", env, "payload")?,
+    )?;
     if payload.is_empty() {
         return Err(VerifyError::bundle("dsseEnvelope.payload", "empty"));
     }
     let sigs = req_arr(mk, "dsseEnvelope", env, "signatures")?;
     if sigs.is_empty() {
-        return Err(VerifyError::bundle("dsseEnvelope.signatures", "empty: the envelope carries no signature"));
+        return Err(VerifyError::bundle(
+            "dsseEnvelope.signatures",
+            "empty: the envelope carries no signature",
+        ));
     }
     let mut signatures = Vec::with_capacity(sigs.len());
     for (i, s) in sigs.iter().enumerate() {
@@ -369,7 +415,10 @@ pub(crate) fn parse_bundle(bytes: &[u8]) -> Result<ParsedBundle, VerifyError> {
 
 fn digest32(mk: Mk, field: &str, s: &str) -> Result<[u8; 32], VerifyError> {
     if s.len() != 64 {
-        return Err(mk(field.to_string(), format!("expected 64 hex digits, found {} characters", s.len())));
+        return Err(mk(
+            field.to_string(),
+            format!("expected 64 hex digits, found {} characters", s.len()),
+        ));
     }
     let v = unhex(s).ok_or_else(|| mk(field.to_string(), format!("not hexadecimal: {s:?}")))?;
     Ok(v.try_into().expect("64 hex digits are 32 bytes"))
@@ -405,7 +454,10 @@ pub(crate) fn parse_statement(payload: &[u8]) -> Result<SignedManifest, VerifyEr
     let top = obj(mk, "(payload)", &root)?;
     let ty = req_str(mk, "", top, "_type")?;
     if ty != STATEMENT_TYPE {
-        return Err(VerifyError::statement("_type", format!("expected {STATEMENT_TYPE:?}, found {ty:?}")));
+        return Err(VerifyError::statement(
+            "_type",
+            format!("expected {STATEMENT_TYPE:?}, found {ty:?}"),
+        ));
     }
     let pt = req_str(mk, "", top, "predicateType")?;
     if pt == PREDICATE_TYPE_V01 {
@@ -414,24 +466,47 @@ pub(crate) fn parse_statement(payload: &[u8]) -> Result<SignedManifest, VerifyEr
         )));
     }
     if pt != PREDICATE_TYPE {
-        return Err(VerifyError::statement("predicateType", format!("expected {PREDICATE_TYPE:?}, found {pt:?}")));
+        return Err(VerifyError::statement(
+            "predicateType",
+            format!("expected {PREDICATE_TYPE:?}, found {pt:?}"),
+        ));
     }
 
     let subjects = req_arr(mk, "", top, "subject")?;
     if subjects.len() != 1 {
-        return Err(VerifyError::statement("subject", format!("expected exactly one subject, found {}", subjects.len())));
+        return Err(VerifyError::statement(
+            "subject",
+            format!("expected exactly one subject, found {}", subjects.len()),
+        ));
     }
     let s0 = obj(mk, "subject[0]", &subjects[0])?;
     let subject_name = match s0.get("name") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
-        Some(v) => return Err(VerifyError::statement("subject[0].name", format!("expected a string, found {}", type_name(v)))),
+        Some(v) => {
+            return Err(VerifyError::statement(
+                "subject[0].name",
+                format!("expected a string, found {}", type_name(v)),
+            ))
+        }
     };
-    let sd = obj(mk, "subject[0].digest", req(mk, "subject[0]", s0, "digest")?)?;
-    let subject_digest = digest32(mk, "subject[0].digest.sha256", req_str(mk, "subject[0].digest", sd, "sha256")?)?;
+    let sd = obj(
+        mk,
+        "subject[0].digest",
+        req(mk, "subject[0]", s0, "digest")?,
+    )?;
+    let subject_digest = digest32(
+        mk,
+        "subject[0].digest.sha256",
+        req_str(mk, "subject[0].digest", sd, "sha256")?,
+    )?;
 
     let pred = obj(mk, "predicate", req(mk, "", top, "predicate")?)?;
-    let ser = obj(mk, "predicate.serialization", req(mk, "predicate", pred, "serialization")?)?;
+    let ser = obj(
+        mk,
+        "predicate.serialization",
+        req(mk, "predicate", pred, "serialization")?,
+    )?;
     let method = req_str(mk, "predicate.serialization", ser, "method")?;
     match method {
         "files" => {}
@@ -486,14 +561,24 @@ pub(crate) fn parse_statement(payload: &[u8]) -> Result<SignedManifest, VerifyEr
         let field = format!("predicate.resources[{i}]");
         let ro = obj(mk, &field, r)?;
         let name = req_str(mk, &field, ro, "name")?;
-        check_resource_name(name).map_err(|e| VerifyError::statement(format!("{field}.name"), e))?;
+        check_resource_name(name)
+            .map_err(|e| VerifyError::statement(format!("{field}.name"), e))?;
         let alg = req_str(mk, &field, ro, "algorithm")?;
         if alg != "sha256" {
-            return Err(VerifyError::Unsupported(format!("{field}.algorithm {alg:?} (only sha256 is supported)")));
+            return Err(VerifyError::Unsupported(format!(
+                "{field}.algorithm {alg:?} (only sha256 is supported)"
+            )));
         }
-        let digest = digest32(mk, &format!("{field}.digest"), req_str(mk, &field, ro, "digest")?)?;
+        let digest = digest32(
+            mk,
+            &format!("{field}.digest"),
+            req_str(mk, &field, ro, "digest")?,
+        )?;
         if !seen.insert(name) {
-            return Err(VerifyError::statement(format!("{field}.name"), format!("duplicate resource {name:?}")));
+            return Err(VerifyError::statement(
+                format!("{field}.name"),
+                format!("duplicate resource {name:?}"),
+            ));
         }
         resources.push((name.to_string(), digest));
     }
@@ -567,7 +652,9 @@ mod tests {
 
     #[test]
     fn bundle_field_errors_name_the_field() {
-        let e = err_of(&edit(|v| v["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2".into()));
+        let e = err_of(&edit(|v| {
+            v["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2".into()
+        }));
         assert!(e.contains("unsupported bundle media type"), "{e}");
         let e = err_of(&edit(|v| {
             v.as_object_mut().unwrap().remove("mediaType");
@@ -575,13 +662,24 @@ mod tests {
         assert!(e.contains("mediaType: missing"), "{e}");
         let e = err_of(&edit(|v| v["dsseEnvelope"]["payload"] = "!!!".into()));
         assert!(e.contains("dsseEnvelope.payload: invalid base64"), "{e}");
-        let e = err_of(&edit(|v| v["dsseEnvelope"]["signatures"][0]["sig"] = 5.into()));
-        assert!(e.contains("dsseEnvelope.signatures[0].sig: expected a base64 string"), "{e}");
-        let e = err_of(&edit(|v| v["dsseEnvelope"]["signatures"] = Value::Array(vec![])));
+        let e = err_of(&edit(|v| {
+            v["dsseEnvelope"]["signatures"][0]["sig"] = 5.into()
+        }));
+        assert!(
+            e.contains("dsseEnvelope.signatures[0].sig: expected a base64 string"),
+            "{e}"
+        );
+        let e = err_of(&edit(|v| {
+            v["dsseEnvelope"]["signatures"] = Value::Array(vec![])
+        }));
         assert!(e.contains("dsseEnvelope.signatures: empty"), "{e}");
-        let e = err_of(&edit(|v| v["dsseEnvelope"]["payloadType"] = "text/plain".into()));
+        let e = err_of(&edit(|v| {
+            v["dsseEnvelope"]["payloadType"] = "text/plain".into()
+        }));
         assert!(e.contains("dsseEnvelope.payloadType"), "{e}");
-        let e = err_of(&edit(|v| v["verificationMaterial"]["publicKey"]["hint"] = 1.into()));
+        let e = err_of(&edit(|v| {
+            v["verificationMaterial"]["publicKey"]["hint"] = 1.into()
+        }));
         assert!(e.contains("verificationMaterial.publicKey.hint"), "{e}");
         let e = err_of(&edit(|v| {
             v["verificationMaterial"] = serde_json::json!({"certificate": {"rawBytes": "AA=="}});
@@ -591,7 +689,11 @@ mod tests {
         assert!(e.contains("not valid JSON"), "{e}");
         // URL-safe / unpadded base64 is accepted, as protobuf JSON does.
         let ok = edit(|v| {
-            let p = v["dsseEnvelope"]["payload"].as_str().unwrap().trim_end_matches('=').to_string();
+            let p = v["dsseEnvelope"]["payload"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('=')
+                .to_string();
             v["dsseEnvelope"]["payload"] = p.into();
         });
         parse_bundle(&ok).unwrap();
@@ -606,7 +708,9 @@ mod tests {
         let st = statement_json("m", &[7; 32], &[], &entries());
         let mut v: Value = serde_json::from_slice(&st).unwrap();
         f(&mut v);
-        parse_statement(&serde_json::to_vec(&v).unwrap()).unwrap_err().to_string()
+        parse_statement(&serde_json::to_vec(&v).unwrap())
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub enum KeyError {
     Malformed { label: String, reason: String },
     /// PEM contains blocks, but none of the kind that was asked for.
     #[error("expected {expected}, but the PEM file contains {found}")]
-    WrongPemKind { expected: &'static str, found: String },
+    WrongPemKind {
+        expected: &'static str,
+        found: String,
+    },
     /// RSA, Ed25519, DSA, ... (model_signing key mode only supports ECDSA).
     #[error("unsupported key type {0}: only ECDSA keys on P-256, P-384 or P-521 are supported (as in model_signing key mode)")]
     UnsupportedKeyType(String),
@@ -29,7 +32,9 @@ pub enum KeyError {
     #[error("unsupported elliptic curve {0}: only P-256 (secp256r1), P-384 (secp384r1) and P-521 (secp521r1) are supported")]
     UnsupportedCurve(String),
     /// The key is encrypted and no password was supplied.
-    #[error("the private key is encrypted; supply its password (--password-file or --password-env)")]
+    #[error(
+        "the private key is encrypted; supply its password (--password-file or --password-env)"
+    )]
     PasswordRequired,
     /// Decryption failed: almost always a wrong password.
     #[error("cannot decrypt the private key: wrong password (or corrupted key)")]
@@ -38,7 +43,9 @@ pub enum KeyError {
     #[error("legacy OpenSSL-encrypted 'EC PRIVATE KEY' is not supported; convert it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in KEY -out KEY.p8.pem`")]
     LegacyEncryption,
     /// Encrypted PKCS#8 with an algorithm we do not implement.
-    #[error("unsupported private key encryption: {0} (supported: PBES2 with PBKDF2/scrypt and AES-CBC)")]
+    #[error(
+        "unsupported private key encryption: {0} (supported: PBES2 with PBKDF2/scrypt and AES-CBC)"
+    )]
     UnsupportedEncryption(String),
     /// Error while encoding a key (should not happen).
     #[error("cannot encode key: {0}")]
@@ -197,7 +204,11 @@ pub enum VerifyError {
     },
     /// The bundle is larger than the configured limit; refused before parsing.
     #[error("signature bundle {path} is {size} bytes, above the {limit}-byte limit; refusing to parse it")]
-    BundleTooLarge { path: PathBuf, size: u64, limit: u64 },
+    BundleTooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     /// A field of the Sigstore bundle is missing or malformed.
     #[error("malformed signature bundle: {field}: {reason}")]
     MalformedBundle { field: String, reason: String },
@@ -215,7 +226,10 @@ pub enum VerifyError {
     PublicKey(#[from] KeyError),
     /// The bundle names (by hint) a different public key.
     #[error("wrong key: the signature was made with a different key (bundle key hint {bundle_hint}, given public key hint {key_hint})")]
-    WrongKey { bundle_hint: String, key_hint: String },
+    WrongKey {
+        bundle_hint: String,
+        key_hint: String,
+    },
     /// The ECDSA signature does not verify over the DSSE PAE.
     #[error("bad signature: {0}")]
     BadSignature(String),

@@ -217,9 +217,15 @@ fn secret_from_pkcs8(der: &[u8], label: &str) -> Result<Sk, KeyError> {
     let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(|e| malformed(label, e))?;
     let curve = curve_of_algorithm(&info.algorithm, label)?;
     Ok(match curve {
-        Curve::P256 => Sk::P256(p256::SecretKey::from_pkcs8_der(der).map_err(|e| malformed(label, e))?),
-        Curve::P384 => Sk::P384(p384::SecretKey::from_pkcs8_der(der).map_err(|e| malformed(label, e))?),
-        Curve::P521 => Sk::P521(p521::SecretKey::from_pkcs8_der(der).map_err(|e| malformed(label, e))?),
+        Curve::P256 => {
+            Sk::P256(p256::SecretKey::from_pkcs8_der(der).map_err(|e| malformed(label, e))?)
+        }
+        Curve::P384 => {
+            Sk::P384(p384::SecretKey::from_pkcs8_der(der).map_err(|e| malformed(label, e))?)
+        }
+        Curve::P521 => {
+            Sk::P521(p521::SecretKey::from_pkcs8_der(der).map_err(|e| malformed(label, e))?)
+        }
     })
 }
 
@@ -232,13 +238,24 @@ fn secret_from_sec1(der: &[u8], label: &str) -> Result<Sk, KeyError> {
             32 => Curve::P256,
             48 => Curve::P384,
             66 => Curve::P521,
-            n => return Err(malformed(label, format!("no curve parameters and a {n}-byte key"))),
+            n => {
+                return Err(malformed(
+                    label,
+                    format!("no curve parameters and a {n}-byte key"),
+                ))
+            }
         },
     };
     Ok(match curve {
-        Curve::P256 => Sk::P256(p256::SecretKey::from_sec1_der(der).map_err(|e| malformed(label, e))?),
-        Curve::P384 => Sk::P384(p384::SecretKey::from_sec1_der(der).map_err(|e| malformed(label, e))?),
-        Curve::P521 => Sk::P521(p521::SecretKey::from_sec1_der(der).map_err(|e| malformed(label, e))?),
+        Curve::P256 => {
+            Sk::P256(p256::SecretKey::from_sec1_der(der).map_err(|e| malformed(label, e))?)
+        }
+        Curve::P384 => {
+            Sk::P384(p384::SecretKey::from_sec1_der(der).map_err(|e| malformed(label, e))?)
+        }
+        Curve::P521 => {
+            Sk::P521(p521::SecretKey::from_sec1_der(der).map_err(|e| malformed(label, e))?)
+        }
     })
 }
 
@@ -358,12 +375,9 @@ impl PrivateKey {
         let mut iv = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         OsRng.fill_bytes(&mut iv);
-        let params = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(
-            PBKDF2_ITERATIONS,
-            &salt,
-            &iv,
-        )
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
+        let params =
+            pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(PBKDF2_ITERATIONS, &salt, &iv)
+                .map_err(|e| KeyError::Encode(e.to_string()))?;
         let info = pkcs8::PrivateKeyInfo::try_from(doc.as_bytes())
             .map_err(|e| KeyError::Encode(e.to_string()))?;
         let enc = info
@@ -482,15 +496,20 @@ impl PublicKey {
     pub fn verify_der(&self, msg: &[u8], der: &[u8]) -> Result<(), String> {
         let bad_der =
             |e: ecdsa::Error| format!("not a DER-encoded ECDSA {} signature ({e})", self.curve());
-        let mismatch = |_| "the ECDSA signature does not verify with the given public key".to_string();
+        let mismatch =
+            |_| "the ECDSA signature does not verify with the given public key".to_string();
         match &self.0 {
             Pk::P256(k) => {
                 let sig = p256::ecdsa::Signature::from_der(der).map_err(bad_der)?;
-                p256::ecdsa::VerifyingKey::from(k).verify(msg, &sig).map_err(mismatch)
+                p256::ecdsa::VerifyingKey::from(k)
+                    .verify(msg, &sig)
+                    .map_err(mismatch)
             }
             Pk::P384(k) => {
                 let sig = p384::ecdsa::Signature::from_der(der).map_err(bad_der)?;
-                p384::ecdsa::VerifyingKey::from(k).verify(msg, &sig).map_err(mismatch)
+                p384::ecdsa::VerifyingKey::from(k)
+                    .verify(msg, &sig)
+                    .map_err(mismatch)
             }
             Pk::P521(k) => {
                 let sig = p521::ecdsa::Signature::from_der(der).map_err(bad_der)?;
@@ -527,7 +546,9 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
     if b.len() % 2 != 0 {
         return None;
     }
-    b.chunks(2).map(|p| Some(nib(p[0])? << 4 | nib(p[1])?)).collect()
+    b.chunks(2)
+        .map(|p| Some(nib(p[0])? << 4 | nib(p[1])?))
+        .collect()
 }
 
 #[cfg(test)]
@@ -578,7 +599,10 @@ mod tests {
 
     #[test]
     fn rejects_foreign_keys_with_clear_errors() {
-        assert!(matches!(PrivateKey::from_pem(b"hello", None), Err(KeyError::NotPem)));
+        assert!(matches!(
+            PrivateKey::from_pem(b"hello", None),
+            Err(KeyError::NotPem)
+        ));
         assert!(matches!(
             PrivateKey::from_pem(&[0xff, 0xfe, 0x00], None),
             Err(KeyError::NotPem)
@@ -586,7 +610,10 @@ mod tests {
         // Ed25519 PKCS#8 (RFC 8410 example).
         let ed = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n";
         let e = PrivateKey::from_pem(ed.as_bytes(), None).unwrap_err();
-        assert!(matches!(&e, KeyError::UnsupportedKeyType(t) if t == "Ed25519"), "{e}");
+        assert!(
+            matches!(&e, KeyError::UnsupportedKeyType(t) if t == "Ed25519"),
+            "{e}"
+        );
         let rsa = "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n";
         assert!(matches!(
             PrivateKey::from_pem(rsa.as_bytes(), None),
@@ -608,7 +635,10 @@ mod tests {
         let k = PrivateKey::generate(Curve::P384);
         let Sk::P384(sk) = &k.0 else { unreachable!() };
         let sec1 = sk.to_sec1_pem(LineEnding::LF).unwrap();
-        let text = format!("-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n{}", &*sec1);
+        let text = format!(
+            "-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n{}",
+            &*sec1
+        );
         let k2 = PrivateKey::from_pem(text.as_bytes(), None).unwrap();
         assert_eq!(k2.public_key(), k.public_key());
     }

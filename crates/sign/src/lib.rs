@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 pub use bundle::{pae, BUNDLE_MEDIA_TYPE, PAYLOAD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE};
 pub use error::{ChangedFile, KeyError, ManifestDiff, ModelError, SignError, VerifyError};
 pub use keys::{Curve, PrivateKey, PublicKey, PBKDF2_ITERATIONS};
+pub use model::{root_digest, sort_by_components, ManifestEntry, DEFAULT_GIT_IGNORES};
 /// Wipes its contents on drop (used for passwords and private key PEM).
 pub use p256::elliptic_curve::zeroize::Zeroizing;
-pub use model::{root_digest, sort_by_components, ManifestEntry, DEFAULT_GIT_IGNORES};
 
 use model::{IgnoreSet, Listed, ModelKind};
 
@@ -267,11 +267,30 @@ pub fn sign_model(
     Ok(info)
 }
 
+/// True if `path` exists and does not look like a Sigstore bundle (so must not be replaced).
+fn is_foreign_file(path: &Path) -> bool {
+    let Ok(f) = fs::File::open(path) else {
+        return false;
+    };
+    let mut head = Vec::with_capacity(512);
+    if f.take(512).read_to_end(&mut head).is_err() {
+        return true;
+    }
+    let text = String::from_utf8_lossy(&head);
+    !(text.trim_start().starts_with('{') && text.contains("application/vnd.dev.sigstore.bundle"))
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if path.is_dir() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "is a directory (give a file path for the signature)",
+        ));
+    }
+    if is_foreign_file(path) {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the file exists and is not a signature bundle; refusing to overwrite it",
         ));
     }
     let name = path
@@ -354,13 +373,16 @@ fn authenticate(bytes: &[u8], key: &PublicKey) -> Result<bundle::ParsedBundle, V
     }
     let msg = pae(PAYLOAD_TYPE, &parsed.payload);
     let mut last = String::new();
-    let ok = parsed.signatures.iter().any(|s| match key.verify_der(&msg, s) {
-        Ok(()) => true,
-        Err(e) => {
-            last = e;
-            false
-        }
-    });
+    let ok = parsed
+        .signatures
+        .iter()
+        .any(|s| match key.verify_der(&msg, s) {
+            Ok(()) => true,
+            Err(e) => {
+                last = e;
+                false
+            }
+        });
     if !ok {
         return Err(VerifyError::BadSignature(last));
     }
@@ -405,7 +427,11 @@ pub fn verify_model_with_key(
         (false, ModelKind::File) => {
             return Err(VerifyError::ModelKindMismatch {
                 path: model.to_path_buf(),
-                signed: "directory",
+                signed: if signed.resources.is_empty() {
+                    "model with no files"
+                } else {
+                    "directory"
+                },
                 found: "single file",
             })
         }
@@ -416,6 +442,8 @@ pub fn verify_model_with_key(
     for p in &signed.ignore_paths {
         match model::normalize_recorded_ignore(p) {
             Some(c) => ignore.add(c),
+            // Single-file models have no use for ignore paths (model_signing may record ".").
+            None if kind == ModelKind::File => {}
             None => warnings.push(format!(
                 "recorded ignore path {p:?} cannot apply inside the model and was not used"
             )),
@@ -462,7 +490,10 @@ pub fn verify_model_with_key(
 fn diff_manifests(expected: &[(String, [u8; 32])], actual: &[ManifestEntry]) -> ManifestDiff {
     use std::collections::HashMap;
     let exp: HashMap<&str, &[u8; 32]> = expected.iter().map(|(n, d)| (n.as_str(), d)).collect();
-    let act: HashMap<&str, &[u8; 32]> = actual.iter().map(|e| (e.name.as_str(), &e.digest)).collect();
+    let act: HashMap<&str, &[u8; 32]> = actual
+        .iter()
+        .map(|e| (e.name.as_str(), &e.digest))
+        .collect();
     let mut diff = ManifestDiff::default();
     for e in actual {
         match exp.get(e.name.as_str()) {
@@ -483,7 +514,8 @@ fn diff_manifests(expected: &[(String, [u8; 32])], actual: &[ManifestEntry]) -> 
     let key = |s: &String| s.split('/').map(str::to_string).collect::<Vec<_>>();
     diff.added.sort_by_key(key);
     diff.missing.sort_by_key(key);
-    diff.changed.sort_by(|a, b| a.name.split('/').cmp(b.name.split('/')));
+    diff.changed
+        .sort_by(|a, b| a.name.split('/').cmp(b.name.split('/')));
     diff
 }
 

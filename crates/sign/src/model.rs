@@ -106,7 +106,9 @@ pub(crate) fn normalize_ignore(p: &Path) -> Result<Vec<String>, ModelError> {
         }
     }
     if out.is_empty() {
-        return Err(bad("it names the model directory itself, which would ignore everything"));
+        return Err(bad(
+            "it names the model directory itself, which would ignore everything",
+        ));
     }
     Ok(out)
 }
@@ -236,7 +238,11 @@ pub(crate) fn model_kind(model: &Path) -> Result<ModelKind, ModelError> {
 
 /// Enumerate the files of a directory model. `ignore` entries are skipped, except (when
 /// `listed` is given) files the signature lists, and directories containing them.
-fn walk(root: &Path, ignore: &IgnoreSet, listed: Option<&Listed>) -> Result<Vec<ToHash>, ModelError> {
+fn walk(
+    root: &Path,
+    ignore: &IgnoreSet,
+    listed: Option<&Listed>,
+) -> Result<Vec<ToHash>, ModelError> {
     let mut out = Vec::new();
     let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -253,7 +259,8 @@ fn walk(root: &Path, ignore: &IgnoreSet, listed: Option<&Listed>) -> Result<Vec<
             } else {
                 format!("{rel}/{name}")
             };
-            let md = fs::symlink_metadata(&path).map_err(|e| io_err(&path, e))?;
+            // Does not follow symlinks (fstatat with AT_SYMLINK_NOFOLLOW on Unix).
+            let md = entry.metadata().map_err(|e| io_err(&path, e))?;
             let ft = md.file_type();
             let comps: Vec<&str> = child_rel.split('/').collect();
             if ignore.matches(&comps) {
@@ -379,20 +386,34 @@ fn hash_file(f: &ToHash, buf: &mut [u8]) -> Result<ManifestEntry, ModelError> {
     })
 }
 
+thread_local! {
+    /// One read buffer per hashing thread, reused across files.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn hash_with_thread_buffer(f: &ToHash) -> Result<ManifestEntry, ModelError> {
+    READ_BUFFER.with(|b| {
+        let mut buf = b.borrow_mut();
+        if buf.len() < READ_BUF {
+            buf.resize(READ_BUF, 0);
+        }
+        hash_file(f, &mut buf)
+    })
+}
+
 fn hash_all(mut files: Vec<ToHash>) -> Result<Vec<ManifestEntry>, ModelError> {
     // Largest first for load balance across threads.
     files.sort_by_key(|f| std::cmp::Reverse(f.size));
     let mut entries = if files.len() <= 1 {
-        let mut buf = vec![0u8; READ_BUF];
         files
             .iter()
-            .map(|f| hash_file(f, &mut buf))
+            .map(hash_with_thread_buffer)
             .collect::<Result<Vec<_>, _>>()?
     } else {
         files
             .par_iter()
             .with_max_len(1)
-            .map_init(|| vec![0u8; READ_BUF], |buf, f| hash_file(f, buf))
+            .map(hash_with_thread_buffer)
             .collect::<Result<Vec<_>, _>>()?
     };
     sort_by_components(&mut entries, |e| e.name.as_str());
@@ -443,9 +464,26 @@ mod tests {
     #[test]
     fn component_ordering_matches_model_signing() {
         // Order observed from model_signing 1.1.1 on the same tree.
-        let mut names = vec!["sub.a", "sub-x", "sub/deep/c", "a.bin", "sub/b.txt", ".hidden/x"];
+        let mut names = vec![
+            "sub.a",
+            "sub-x",
+            "sub/deep/c",
+            "a.bin",
+            "sub/b.txt",
+            ".hidden/x",
+        ];
         sort_by_components(&mut names, |s| s);
-        assert_eq!(names, [".hidden/x", "a.bin", "sub/b.txt", "sub/deep/c", "sub-x", "sub.a"]);
+        assert_eq!(
+            names,
+            [
+                ".hidden/x",
+                "a.bin",
+                "sub/b.txt",
+                "sub/deep/c",
+                "sub-x",
+                "sub.a"
+            ]
+        );
         // Plain string order would differ: "sub-x" < "sub.a" < "sub/b.txt".
         let mut plain = names.clone();
         plain.sort();
@@ -472,7 +510,10 @@ mod tests {
         assert!(normalize_ignore(Path::new("../x")).is_err());
         assert!(normalize_ignore(Path::new("/abs")).is_err());
         assert!(normalize_ignore(Path::new(".")).is_err());
-        assert_eq!(normalize_recorded_ignore("model.sig").unwrap(), ["model.sig"]);
+        assert_eq!(
+            normalize_recorded_ignore("model.sig").unwrap(),
+            ["model.sig"]
+        );
         assert_eq!(normalize_recorded_ignore("a/./b").unwrap(), ["a", "b"]);
         assert!(normalize_recorded_ignore("/etc").is_none());
         assert!(normalize_recorded_ignore("..").is_none());

@@ -48,13 +48,20 @@ fn signed(curve: Curve) -> Fx {
 
 impl Fx {
     fn verify(&self) -> Result<VerifiedModel, VerifyError> {
-        verify_model(&self.model, &self.sig, self.pub_pem.as_bytes(), &VerifyOptions::default())
+        verify_model(
+            &self.model,
+            &self.sig,
+            self.pub_pem.as_bytes(),
+            &VerifyOptions::default(),
+        )
     }
     fn payload(&self) -> Value {
         let b: Value = serde_json::from_slice(&fs::read(&self.sig).unwrap()).unwrap();
         let p = b["dsseEnvelope"]["payload"].as_str().unwrap();
-        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p).unwrap())
-            .unwrap()
+        serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p).unwrap(),
+        )
+        .unwrap()
     }
     fn edit_bundle(&self, f: impl Fn(&mut Value)) {
         let mut b: Value = serde_json::from_slice(&fs::read(&self.sig).unwrap()).unwrap();
@@ -79,14 +86,33 @@ fn directory_round_trip_and_manifest_shape() {
             .map(|r| r["name"].as_str().unwrap())
             .collect();
         // Hidden files included, .git/.gitignore/model.sig/empty dir excluded, component order.
-        assert_eq!(names, [".hidden/x", "a.bin", "sub/b.txt", "sub/deep/c", "sub-x", "sub.a"]);
+        assert_eq!(
+            names,
+            [
+                ".hidden/x",
+                "a.bin",
+                "sub/b.txt",
+                "sub/deep/c",
+                "sub-x",
+                "sub.a"
+            ]
+        );
         let ig: Vec<&str> = p["predicate"]["serialization"]["ignore_paths"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s.as_str().unwrap())
             .collect();
-        assert_eq!(ig, [".git", ".gitattributes", ".github", ".gitignore", "model.sig"]);
+        assert_eq!(
+            ig,
+            [
+                ".git",
+                ".gitattributes",
+                ".github",
+                ".gitignore",
+                "model.sig"
+            ]
+        );
         assert_eq!(p["subject"][0]["digest"]["sha256"], v.root_digest.as_str());
         // Same digests model_signing computed for the same tree.
         assert_eq!(
@@ -107,7 +133,10 @@ fn single_file_round_trip() {
     assert_eq!(s.files, 1);
     assert_eq!(s.subject_name, "a.bin");
     // model_signing's digest for "a\n" as a single-file model.
-    assert_eq!(s.root_digest, "225f1bbbc4b1a3d97c622a492d91ea8d6858d7e1164bbbb5953f74311d6d222e");
+    assert_eq!(
+        s.root_digest,
+        "225f1bbbc4b1a3d97c622a492d91ea8d6858d7e1164bbbb5953f74311d6d222e"
+    );
     let pem = key.public_key().to_spki_pem();
     let v = verify_model(&f, &sig, pem.as_bytes(), &VerifyOptions::default()).unwrap();
     assert_eq!(v.entries[0].name, ".");
@@ -117,10 +146,18 @@ fn single_file_round_trip() {
     verify_model(&g, &sig, pem.as_bytes(), &VerifyOptions::default()).unwrap();
     fs::write(&g, b"b\n").unwrap();
     let e = verify_model(&g, &sig, pem.as_bytes(), &VerifyOptions::default()).unwrap_err();
-    assert!(matches!(&e, VerifyError::Mismatch(d) if d.changed.len() == 1 && d.changed[0].name == "."), "{e}");
+    assert!(
+        matches!(&e, VerifyError::Mismatch(d) if d.changed.len() == 1 && d.changed[0].name == "."),
+        "{e}"
+    );
     // Single-file signature against a directory.
-    let e = verify_model(&t.path().join("model"), &sig, pem.as_bytes(), &VerifyOptions::default())
-        .unwrap_err();
+    let e = verify_model(
+        &t.path().join("model"),
+        &sig,
+        pem.as_bytes(),
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, VerifyError::ModelKindMismatch { .. }), "{e}");
     assert!(e.is_invalid());
 }
@@ -131,7 +168,9 @@ fn one_byte_flipped() {
     let p = fx.model.join("sub/deep/c");
     fs::write(&p, b"C\n").unwrap();
     let e = fx.verify().unwrap_err();
-    let VerifyError::Mismatch(d) = &e else { panic!("{e}") };
+    let VerifyError::Mismatch(d) = &e else {
+        panic!("{e}")
+    };
     assert_eq!(d.changed.len(), 1);
     assert_eq!(d.changed[0].name, "sub/deep/c");
     assert!(d.added.is_empty() && d.missing.is_empty());
@@ -144,13 +183,19 @@ fn added_removed_renamed() {
     let fx = signed(Curve::P256);
     fs::write(fx.model.join("sub/new.py"), b"import os").unwrap();
     let e = fx.verify().unwrap_err();
-    assert!(matches!(&e, VerifyError::Mismatch(d) if d.added == ["sub/new.py"]), "{e}");
+    assert!(
+        matches!(&e, VerifyError::Mismatch(d) if d.added == ["sub/new.py"]),
+        "{e}"
+    );
     fs::remove_file(fx.model.join("sub/new.py")).unwrap();
     fx.verify().unwrap();
 
     fs::remove_file(fx.model.join("a.bin")).unwrap();
     let e = fx.verify().unwrap_err();
-    assert!(matches!(&e, VerifyError::Mismatch(d) if d.missing == ["a.bin"]), "{e}");
+    assert!(
+        matches!(&e, VerifyError::Mismatch(d) if d.missing == ["a.bin"]),
+        "{e}"
+    );
     fs::write(fx.model.join("a.bin"), b"a\n").unwrap();
     fx.verify().unwrap();
 
@@ -176,7 +221,10 @@ fn ignored_and_git_files_may_change() {
     };
     fs::write(fx.model.join("sub/b.txt"), b"changed").unwrap();
     let e = verify_model(&fx.model, &fx.sig, fx.pub_pem.as_bytes(), &opts).unwrap_err();
-    assert!(matches!(&e, VerifyError::Mismatch(d) if d.changed[0].name == "sub/b.txt"), "{e}");
+    assert!(
+        matches!(&e, VerifyError::Mismatch(d) if d.changed[0].name == "sub/b.txt"),
+        "{e}"
+    );
     // But it tolerates unsigned files there.
     fs::write(fx.model.join("sub/b.txt"), b"b\n").unwrap();
     fs::write(fx.model.join("sub/notes.md"), b"n").unwrap();
@@ -198,7 +246,14 @@ fn sign_time_ignores_are_recorded_and_honoured() {
     assert_eq!(s.files, 4);
     assert_eq!(
         s.ignore_paths,
-        [".git", ".gitattributes", ".github", ".gitignore", "a.bin", "sub/deep"]
+        [
+            ".git",
+            ".gitattributes",
+            ".github",
+            ".gitignore",
+            "a.bin",
+            "sub/deep"
+        ]
     );
     // The verifier reads the recorded ignore paths: no options needed.
     fs::write(model.join("sub/deep/c"), b"whatever").unwrap();
@@ -220,15 +275,33 @@ fn sign_time_ignores_are_recorded_and_honoured() {
 fn wrong_key_and_curve() {
     let fx = signed(Curve::P256);
     let other = PrivateKey::generate(Curve::P256).public_key().to_spki_pem();
-    let e = verify_model(&fx.model, &fx.sig, other.as_bytes(), &VerifyOptions::default()).unwrap_err();
+    let e = verify_model(
+        &fx.model,
+        &fx.sig,
+        other.as_bytes(),
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, VerifyError::WrongKey { .. }), "{e}");
     assert!(e.to_string().starts_with("wrong key"), "{e}");
     // Without the hint, the signature check itself catches it.
     fx.edit_bundle(|b| b["verificationMaterial"]["publicKey"] = serde_json::json!({}));
-    let e = verify_model(&fx.model, &fx.sig, other.as_bytes(), &VerifyOptions::default()).unwrap_err();
+    let e = verify_model(
+        &fx.model,
+        &fx.sig,
+        other.as_bytes(),
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, VerifyError::BadSignature(_)), "{e}");
     let p384 = PrivateKey::generate(Curve::P384).public_key().to_spki_pem();
-    let e = verify_model(&fx.model, &fx.sig, p384.as_bytes(), &VerifyOptions::default()).unwrap_err();
+    let e = verify_model(
+        &fx.model,
+        &fx.sig,
+        p384.as_bytes(),
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, VerifyError::BadSignature(_)), "{e}");
     // The right key still works, with a warning about the missing hint.
     let v = fx.verify().unwrap();
@@ -272,7 +345,11 @@ fn edited_bundles_are_rejected() {
 
     fx.edit_bundle(|b| b["dsseEnvelope"]["signatures"][0]["sig"] = "not base64!".into());
     let e = fx.verify().unwrap_err();
-    assert!(e.to_string().contains("dsseEnvelope.signatures[0].sig: invalid base64"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("dsseEnvelope.signatures[0].sig: invalid base64"),
+        "{e}"
+    );
     restore();
 
     fx.edit_bundle(|b| b["verificationMaterial"]["publicKey"]["hint"] = "ab".repeat(32).into());
@@ -339,7 +416,13 @@ fn symlinks_and_special_files_are_refused() {
     let model = t.path().join("model");
     std::os::unix::fs::symlink("/etc/passwd", model.join("link")).unwrap();
     let key = PrivateKey::generate(Curve::P256);
-    let e = sign_model(&model, &t.path().join("m.sig"), &key, &SignOptions::default()).unwrap_err();
+    let e = sign_model(
+        &model,
+        &t.path().join("m.sig"),
+        &key,
+        &SignOptions::default(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("symbolic link"), "{e}");
     // An ignored symlink is fine.
     let opts = SignOptions {
@@ -352,15 +435,29 @@ fn symlinks_and_special_files_are_refused() {
     std::os::unix::fs::symlink(&model, &l2).unwrap();
     let e = sign_model(&l2, &t.path().join("m.sig"), &key, &opts).unwrap_err();
     assert!(e.to_string().contains("symbolic link"), "{e}");
-    let e = sign_model(&t.path().join("model-link/"), &t.path().join("m.sig"), &key, &opts).unwrap_err();
+    let e = sign_model(
+        &t.path().join("model-link/"),
+        &t.path().join("m.sig"),
+        &key,
+        &opts,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("symbolic link"), "{e}");
     // At verification, a symlink added to a signed model is "invalid".
     sign_model(&model, &t.path().join("m.sig"), &key, &opts).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", model.join("sub/evil")).unwrap();
     let pem = key.public_key().to_spki_pem();
-    let e = verify_model(&model, &t.path().join("m.sig"), pem.as_bytes(), &VerifyOptions::default())
-        .unwrap_err();
-    assert!(e.is_invalid() && e.to_string().contains("symbolic link"), "{e}");
+    let e = verify_model(
+        &model,
+        &t.path().join("m.sig"),
+        pem.as_bytes(),
+        &VerifyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.is_invalid() && e.to_string().contains("symbolic link"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -421,8 +518,25 @@ fn large_file_parallel_hashing_matches_sha256() {
     let entries = hash_model(&m, None, &SignOptions::default()).unwrap();
     assert_eq!(entries.len(), 52);
     let med = entries.iter().find(|e| e.name == "medium").unwrap();
-    assert_eq!(med.digest, <[u8; 32]>::from(Sha256::digest(&big[..model::READ_BUF * 2 + 7])));
+    assert_eq!(
+        med.digest,
+        <[u8; 32]>::from(Sha256::digest(&big[..model::READ_BUF * 2 + 7]))
+    );
     let e = entries.iter().find(|e| e.name == "big").unwrap();
     assert_eq!(e.digest, <[u8; 32]>::from(Sha256::digest(&big)));
     assert_eq!(e.size, big.len() as u64);
+}
+
+#[test]
+fn refuses_to_overwrite_a_non_signature_file() {
+    let t = tree();
+    let model = t.path().join("model");
+    let key = PrivateKey::generate(Curve::P256);
+    let e = sign_model(&model, &model.join("a.bin"), &key, &SignOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("refusing to overwrite"), "{e}");
+    assert_eq!(fs::read(model.join("a.bin")).unwrap(), b"a\n");
+    // Replacing an existing signature is fine.
+    let sig = default_signature_path(&model);
+    sign_model(&model, &sig, &key, &SignOptions::default()).unwrap();
+    sign_model(&model, &sig, &key, &SignOptions::default()).unwrap();
 }
