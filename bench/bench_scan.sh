@@ -6,7 +6,7 @@
 #   no FILE: every benign fixture, every malicious/opcode and malicious/numpy fixture, and the
 #            protocol-4 file of every malicious/reduce family (BENCH_SET=all: every fixture file).
 # Environment:
-#   CKPTGUARD_BIN  ckptguard binary           (default: <repo>/target/release/ckptguard)
+#   CKPTGUARD_BIN  ckptguard binary           (default: <repo>/target/x86_64-unknown-linux-gnu/release/ckptguard)
 #   VENV           venv holding picklescan    (default: <repo>/.venv; uses $VENV/bin/picklescan)
 #   RUNS / WARMUP  measured / warm-up runs per file and tool (default 5 / 1)
 #   ENGINE         auto | python | hyperfine  (default auto: hyperfine if installed)
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CKPTGUARD_BIN="${CKPTGUARD_BIN:-$REPO/target/release/ckptguard}"
+CKPTGUARD_BIN="${CKPTGUARD_BIN:-$REPO/target/x86_64-unknown-linux-gnu/release/ckptguard}"
 VENV="${VENV:-$REPO/.venv}"
 RUNS="${RUNS:-5}"
 WARMUP="${WARMUP:-1}"

@@ -6,13 +6,13 @@
 #   SIZE_MB=4096 RUNS=5 bench/bench_sign.sh
 #   COLD=1 bench/bench_sign.sh          # evict the test files from the page cache before each run
 #
-# Env: CKPTGUARD_BIN (default target/release/ckptguard), MODEL_SIGNING (default: model_signing
+# Env: CKPTGUARD_BIN (default target/x86_64-unknown-linux-gnu/release/ckptguard), MODEL_SIGNING (default: model_signing
 # next to $PYTHON or on PATH), SIZE_MB (1024), NFILES (4096), FILE_KB (64), RUNS (3, best-of),
 # BENCH_DIR (parent of the temporary directory; default $TMPDIR or /tmp).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CK="${CKPTGUARD_BIN:-$REPO/target/release/ckptguard}"
+CK="${CKPTGUARD_BIN:-$REPO/target/x86_64-unknown-linux-gnu/release/ckptguard}"
 SIZE_MB="${SIZE_MB:-1024}"
 NFILES="${NFILES:-4096}"
 FILE_KB="${FILE_KB:-64}"

@@ -39,6 +39,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 echo "== pytest"
-export CKPTGUARD_BIN="$root/target/release/ckptguard"
+export CKPTGUARD_BIN="$root/target/x86_64-unknown-linux-gnu/release/ckptguard"
 export PATH="$venv/bin:$PATH"
 "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider

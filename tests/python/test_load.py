@@ -25,7 +25,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(os.environ.get("CKPTGUARD_BIN", REPO / "target" / "release" / "ckptguard")).resolve()
+def default_bin() -> pathlib.Path:
+    """The newest release build: <repo>/target/release or the explicit-target directory."""
+    cands = [REPO / "target" / "release" / "ckptguard", REPO / "target" / "x86_64-unknown-linux-gnu" / "release" / "ckptguard"]
+    found = [c for c in cands if c.exists()]
+    return max(found, key=lambda c: c.stat().st_mtime) if found else cands[0]
+
+
+BIN = pathlib.Path(os.environ.get("CKPTGUARD_BIN") or default_bin()).resolve()
 MARKER = "ckptguard_pwned"
 
 if not BIN.exists():
@@ -53,7 +60,7 @@ def benign() -> list[tuple[str, pathlib.Path, pathlib.Path]]:
     for e in LOAD:
         if e["expect"] == "convert":
             p = REPO / e["path"]
-            out.append((e["path"], p, p))
+            out.append((e["path"], p, REPO / e.get("reference", e["path"])))
     for e in CONTAINERS:
         if e["expect"] != "safe" or e["kind"] not in TORCH_KINDS:
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = os.environ.get("CKPTGUARD_BIN", str(ROOT / "target" / "release" / "ckptguard"))
+BIN = os.environ.get("CKPTGUARD_BIN", str(ROOT / "target" / "x86_64-unknown-linux-gnu" / "release" / "ckptguard"))
 CACHE = ROOT / ".cache"
 
 

@@ -4,7 +4,7 @@ Each tool must accept the other's signatures, for single files and nested direct
 P-384 keys, PKCS#8 and SEC1 private keys; a tampered model must be rejected by both.
 
 Run: `pytest tests/python/test_sign_interop.py` after `cargo build --release`.
-`CKPTGUARD_BIN` overrides the binary (default: target/release/ckptguard under the repo root).
+`CKPTGUARD_BIN` overrides the binary (default: target/x86_64-unknown-linux-gnu/release/ckptguard under the repo root).
 """
 
 import base64
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(os.environ.get("CKPTGUARD_BIN", REPO / "target" / "release" / "ckptguard"))
+BIN = pathlib.Path(os.environ.get("CKPTGUARD_BIN", REPO / "target" / "x86_64-unknown-linux-gnu" / "release" / "ckptguard"))
 if not BIN.is_absolute():
     BIN = REPO / BIN
 

@@ -64,7 +64,9 @@ pub struct ConvertArgs {
 fn options(path: &Path, config: Option<&Path>) -> Result<LoadOptions> {
     let cfg = match config {
         Some(c) => Some(crate::load_config(c)?),
-        None => crate::find_config(path).map(|p| crate::load_config(&p)).transpose()?,
+        None => crate::find_config(path)
+            .map(|p| crate::load_config(&p))
+            .transpose()?,
     };
     Ok(LoadOptions::with_scan(crate::options_for(cfg.as_ref())))
 }
@@ -81,19 +83,39 @@ struct Opened {
 /// Refusal of unsafe input: the findings (inspect) or one line (convert) and exit 1 (2 when
 /// the file is merely unreadable).
 fn refuse(what: &str, path: &Path, err: &LoadError, show_report: bool) -> Result<i32> {
-    let LoadError::Unsafe { report, summary, unreadable_only } = err else {
+    let LoadError::Unsafe {
+        report,
+        summary,
+        unreadable_only,
+    } = err
+    else {
         bail!("{what} {}: {err}", path.display());
     };
     if show_report {
         let r = Report::new(vec![(**report).clone()], Severity::High);
         let mut out = std::io::stdout().lock();
-        crate::render::text(&r, &mut out, &crate::render::TextOptions { color: false, globals: false, stats: false, quiet: false })?;
+        crate::render::text(
+            &r,
+            &mut out,
+            &crate::render::TextOptions {
+                color: false,
+                globals: false,
+                stats: false,
+                quiet: false,
+            },
+        )?;
         out.flush()?;
     }
     if *unreadable_only {
-        eprintln!("ckptguard: refused: {} cannot be read completely, so it cannot be cleared: {summary}", path.display());
+        eprintln!(
+            "ckptguard: refused: {} cannot be read completely, so it cannot be cleared: {summary}",
+            path.display()
+        );
     } else {
-        eprintln!("ckptguard: refused: {} is unsafe to load: {summary}", path.display());
+        eprintln!(
+            "ckptguard: refused: {} is unsafe to load: {summary}",
+            path.display()
+        );
     }
     Ok(if *unreadable_only { 2 } else { 1 })
 }
@@ -103,12 +125,19 @@ fn open(input: &Path, opts: &LoadOptions) -> std::result::Result<Opened, (PathBu
     let meta = std::fs::metadata(input).map_err(|e| (input.to_path_buf(), LoadError::Io(e)))?;
     if !meta.is_dir() {
         let map = Mapped::open(input).map_err(|e| (input.to_path_buf(), LoadError::Io(e)))?;
-        return Ok(Opened { path: input.to_path_buf(), map, report: None });
+        return Ok(Opened {
+            path: input.to_path_buf(),
+            map,
+            report: None,
+        });
     }
     let err = |e: LoadError| (input.to_path_buf(), e);
     let dir = crate::fsdir::FsDir::open(input);
     let Some(kind) = ckptguard_scan::dirs::detect(&dir) else {
-        return Err(err(LoadError::Unsupported("a directory that is not a DeepSpeed checkpoint; pass a checkpoint file".into())));
+        return Err(err(LoadError::Unsupported(
+            "directories other than DeepSpeed checkpoints are not loaded; pass a checkpoint file"
+                .into(),
+        )));
     };
     if kind != ckptguard_scan::dirs::DirKind::DeepSpeed {
         return Err(err(LoadError::Unsupported(format!(
@@ -118,7 +147,10 @@ fn open(input: &Path, opts: &LoadOptions) -> std::result::Result<Opened, (PathBu
     }
     // The whole container must be safe: Lightning/DeepSpeed load the optimizer states too.
     let scan = ckptguard_scan::dirs::scan_dir(&dir, kind, &opts.scan);
-    let mut all = FileScan { format: kind.format().into(), ..FileScan::default() };
+    let mut all = FileScan {
+        format: kind.format().into(),
+        ..FileScan::default()
+    };
     all.findings.extend(scan.container.findings);
     for (rel, s) in &scan.files {
         all.findings.extend(s.findings.iter().cloned().map(|mut f| {
@@ -129,33 +161,59 @@ fn open(input: &Path, opts: &LoadOptions) -> std::result::Result<Opened, (PathBu
             f
         }));
     }
-    for (rel, e) in &dir.errors {
+    if let Some((rel, e)) = dir.errors.first() {
         return Err(err(LoadError::Malformed(format!("{rel}: {e}"))));
     }
     let whole = FileReport::new(input.display().to_string(), all, 0, 0, opts.fail_on);
     ckptguard_load::check_report(&whole, opts.fail_on).map_err(err)?;
     let files: Vec<String> = scan.files.keys().cloned().collect();
-    let tag = std::fs::read_to_string(input.join("latest")).ok().map(|t| t.trim().to_string());
+    let tag = std::fs::read_to_string(input.join("latest"))
+        .ok()
+        .map(|t| t.trim().to_string());
     let wanted = "mp_rank_00_model_states.pt";
     let rel = match tag {
         Some(t) if files.contains(&format!("{t}/{wanted}")) => format!("{t}/{wanted}"),
         _ => {
-            let c: Vec<&String> = files.iter().filter(|f| f.rsplit('/').next() == Some(wanted)).collect();
+            let c: Vec<&String> = files
+                .iter()
+                .filter(|f| f.rsplit('/').next() == Some(wanted))
+                .collect();
             match c.as_slice() {
                 [one] => (*one).clone(),
-                [] => return Err(err(LoadError::Malformed(format!("no {wanted} in the DeepSpeed checkpoint")))),
-                _ => return Err(err(LoadError::Malformed(format!("several {wanted} files and no usable `latest` tag")))),
+                [] => {
+                    return Err(err(LoadError::Malformed(format!(
+                        "no {wanted} in the DeepSpeed checkpoint"
+                    ))))
+                }
+                _ => {
+                    return Err(err(LoadError::Malformed(format!(
+                        "several {wanted} files and no usable `latest` tag"
+                    ))))
+                }
             }
         }
     };
     let path = input.join(&rel);
     let map = Mapped::open(&path).map_err(|e| (path.clone(), LoadError::Io(e)))?;
     let file_scan = scan.files.get(&rel).cloned().unwrap_or_default();
-    let report = FileReport::new(path.display().to_string(), file_scan, map.len_u64(), 0, opts.fail_on);
-    Ok(Opened { path, map, report: Some(report) })
+    let report = FileReport::new(
+        path.display().to_string(),
+        file_scan,
+        map.len_u64(),
+        0,
+        opts.fail_on,
+    );
+    Ok(Opened {
+        path,
+        map,
+        report: Some(report),
+    })
 }
 
-fn load_opened<'m>(o: &'m Opened, opts: &LoadOptions) -> std::result::Result<Checkpoint<'m>, LoadError> {
+fn load_opened<'m>(
+    o: &'m Opened,
+    opts: &LoadOptions,
+) -> std::result::Result<Checkpoint<'m>, LoadError> {
     match &o.report {
         Some(r) => load_scanned(&o.map, r.clone(), opts),
         None => load(&o.map, &o.path.display().to_string(), opts),
@@ -173,7 +231,10 @@ pub fn inspect(a: &InspectArgs) -> Result<i32> {
         Err(e) => return refuse("cannot inspect", &opened.path, &e, true),
     };
     let root = match &a.key {
-        Some(k) => ck.root.lookup(k).with_context(|| format!("key {k:?} not found in {}", opened.path.display()))?,
+        Some(k) => ck
+            .root
+            .lookup(k)
+            .with_context(|| format!("key {k:?} not found in {}", opened.path.display()))?,
         None => &ck.root,
     };
     let tensors = root.tensors();
@@ -204,7 +265,12 @@ pub fn inspect(a: &InspectArgs) -> Result<i32> {
             writeln!(out)?;
         }
         InspectFormat::Text => {
-            writeln!(out, "{}: {}, scanned safe", opened.path.display(), ck.format)?;
+            writeln!(
+                out,
+                "{}: {}, scanned safe",
+                opened.path.display(),
+                ck.format
+            )?;
             let mut lines = 0usize;
             match root {
                 v if v.is_container() => {
@@ -215,7 +281,14 @@ pub fn inspect(a: &InspectArgs) -> Result<i32> {
                         writeln!(out, "  (empty {})", v.type_name())?;
                     }
                 }
-                v => tree(&mut out, a.key.as_deref().unwrap_or("<root>"), v, 1, a.max_items, &mut lines)?,
+                v => tree(
+                    &mut out,
+                    a.key.as_deref().unwrap_or("<root>"),
+                    v,
+                    1,
+                    a.max_items,
+                    &mut lines,
+                )?,
             }
             writeln!(
                 out,
@@ -233,8 +306,16 @@ pub fn inspect(a: &InspectArgs) -> Result<i32> {
 }
 
 fn tensor_line(v: &Value<'_>) -> String {
-    let Value::Tensor(t) = v else { return String::new() };
-    let mut s = format!("{} {} {:?} {}", v.type_name(), t.dtype, t.shape, human_bytes(t.nbytes()));
+    let Value::Tensor(t) = v else {
+        return String::new();
+    };
+    let mut s = format!(
+        "{} {} {:?} {}",
+        v.type_name(),
+        t.dtype,
+        t.shape,
+        human_bytes(t.nbytes())
+    );
     if t.requires_grad {
         s.push_str(" requires_grad");
     }
@@ -256,24 +337,45 @@ fn tensor_line(v: &Value<'_>) -> String {
     s
 }
 
-fn tree(out: &mut dyn Write, key: &str, v: &Value<'_>, depth: usize, max_items: usize, lines: &mut usize) -> Result<()> {
+fn tree(
+    out: &mut dyn Write,
+    key: &str,
+    v: &Value<'_>,
+    depth: usize,
+    max_items: usize,
+    lines: &mut usize,
+) -> Result<()> {
     let pad = "  ".repeat(depth);
     *lines += 1;
     match v {
         Value::Tensor(_) => writeln!(out, "{pad}{key}: {}", tensor_line(v))?,
         _ if v.is_container() => {
             let children = v.children();
-            let flat = children.iter().all(|(_, c)| !c.is_container() && !matches!(c, Value::Tensor(_)));
+            let flat = children
+                .iter()
+                .all(|(_, c)| !c.is_container() && !matches!(c, Value::Tensor(_)));
             let r = repr(v, 400);
             if flat && r.len() <= 100 {
                 match v {
-                    Value::Dict(d) if d.class.is_some() => writeln!(out, "{pad}{key}: {} {r}", v.type_name())?,
+                    Value::Dict(d) if d.class.is_some() => {
+                        writeln!(out, "{pad}{key}: {} {r}", v.type_name())?
+                    }
                     _ => writeln!(out, "{pad}{key}: {r}")?,
                 }
                 return Ok(());
             }
-            writeln!(out, "{pad}{key}: {} ({} item{})", v.type_name(), children.len(), if children.len() == 1 { "" } else { "s" })?;
-            let limit = if matches!(v, Value::Dict(_)) { usize::MAX } else { max_items };
+            writeln!(
+                out,
+                "{pad}{key}: {} ({} item{})",
+                v.type_name(),
+                children.len(),
+                if children.len() == 1 { "" } else { "s" }
+            )?;
+            let limit = if matches!(v, Value::Dict(_)) {
+                usize::MAX
+            } else {
+                max_items
+            };
             for (k, c) in children.iter().take(limit) {
                 tree(out, k, c, depth + 1, max_items, lines)?;
             }
@@ -298,14 +400,36 @@ impl TempOut {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let base = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let base = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         for i in 0..100u32 {
-            let path = dir.join(format!(".{base}.ckptguard-{}-{nanos}-{i}.tmp", std::process::id()));
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok(TempOut { path, file: Some(file) }),
+            let path = dir.join(format!(
+                ".{base}.ckptguard-{}-{nanos}-{i}.tmp",
+                std::process::id()
+            ));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(TempOut {
+                        path,
+                        file: Some(file),
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e).with_context(|| format!("cannot create a temporary file in '{}'", dir.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot create a temporary file in '{}'", dir.display())
+                    })
+                }
             }
         }
         bail!("cannot create a temporary file in '{}'", dir.display())
@@ -317,7 +441,9 @@ impl TempOut {
                 f.sync_all()?;
             }
         }
-        std::fs::rename(&self.path, out).with_context(|| format!("cannot rename the output into place at '{}'", out.display()))?;
+        std::fs::rename(&self.path, out).with_context(|| {
+            format!("cannot rename the output into place at '{}'", out.display())
+        })?;
         self.path = PathBuf::new();
         Ok(())
     }

@@ -119,6 +119,17 @@ struct ScanArgs {
     /// Show only unsafe and unreadable files in text output.
     #[arg(short, long)]
     quiet: bool,
+    /// Also require a valid OpenSSF model-signing signature for each PATH (unsigned or
+    /// tampered is unsafe, whatever the contents). Needs --key.
+    #[arg(long, requires = "key")]
+    require_signature: bool,
+    /// Public key (PEM) for --require-signature.
+    #[arg(long, requires = "require_signature")]
+    key: Option<PathBuf>,
+    /// Signature file for --require-signature (default: model.sig beside a file, inside a
+    /// directory). Only with a single PATH.
+    #[arg(long, requires = "require_signature")]
+    signature: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -200,6 +211,13 @@ fn scan(a: &ScanArgs) -> Result<i32> {
         std::fs::symlink_metadata(p).with_context(|| format!("cannot read '{}'", p.display()))?;
     }
     let explicit = a.config.as_deref().map(load_config).transpose()?;
+    let key_pem = match &a.key {
+        Some(k) => Some(std::fs::read(k).with_context(|| format!("cannot read key '{}'", k.display()))?),
+        None => None,
+    };
+    if a.signature.is_some() && a.paths.len() > 1 {
+        bail!("--signature names one signature file; give a single PATH");
+    }
     let mut fail_on: Severity = a.fail_on.map(Into::into).unwrap_or(Severity::High);
 
     // Group files by the configuration that governs them.
@@ -256,6 +274,15 @@ fn scan(a: &ScanArgs) -> Result<i32> {
     };
     if let Some(pb) = progress {
         pb.finish_and_clear();
+    }
+    let mut files = files;
+    if let Some(pem) = &key_pem {
+        for p in &a.paths {
+            let sig = a.signature.clone().unwrap_or_else(|| ckptguard_sign::default_signature_path(p));
+            let row = signature_report(p, &sig, pem, fail_on);
+            files.retain(|f| f.path != row.path);
+            files.push(row);
+        }
     }
     let report = Report::new(files, fail_on);
 
@@ -326,6 +353,22 @@ fn scan_container(root: &Path, opts: &ScanOptions, fail_on: Severity) -> Vec<Fil
         }
     }
     out
+}
+
+/// The `--require-signature` verdict for one model path, reported on its signature file.
+fn signature_report(model: &Path, sig: &Path, public_key_pem: &[u8], fail_on: Severity) -> FileReport {
+    use ckptguard_scan::{Code, FileScan, Finding};
+    let finding = match ckptguard_sign::verify_model(model, sig, public_key_pem, &ckptguard_sign::VerifyOptions::default()) {
+        Ok(v) => Finding::new(
+            Code::SignatureValid,
+            format!("valid signature over {} files ({} bytes) of {}", v.files, v.total_bytes, model.display()),
+        ),
+        Err(e) => Finding::new(Code::SignatureInvalid, format!("signature of {} not valid: {e}", model.display()))
+            .help("Obtain the model from its publisher again, or verify with the right public key (ckptguard verify)."),
+    };
+    let scan = FileScan { format: "signature".into(), findings: vec![finding], ..FileScan::default() };
+    let size = std::fs::metadata(sig).map(|m| m.len()).unwrap_or(0);
+    FileReport::new(sig.display().to_string(), scan, size, size, fail_on)
 }
 
 fn disasm(a: &DisasmArgs) -> Result<i32> {

@@ -278,3 +278,37 @@ fn help_mentions_every_command() {
         assert!(s.contains(f), "{f} missing from scan --help");
     }
 }
+
+#[test]
+fn require_signature_makes_unsigned_or_tampered_unsafe() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(root().join("fixtures/containers/torch_zip/benign_state_dict.pt"), model.join("weights.pt")).unwrap();
+    let key = dir.path().join("key");
+    let k = key.to_str().unwrap();
+    assert_eq!(ckptguard(&["keygen", "-o", k]).status.code(), Some(0));
+    let m = model.to_str().unwrap();
+    let pubkey = format!("{k}.pub.pem");
+    // Unsigned: unsafe although the weights are clean.
+    let (code, r) = json_scan(&["--require-signature", "--key", &pubkey, m]);
+    assert_eq!(code, 1, "{r}");
+    let sig_row = r["files"].as_array().unwrap().iter().find(|f| f["format"] == "signature").unwrap();
+    assert_eq!(sig_row["findings"][0]["code"], "CG501");
+    // Signed: safe.
+    let o = ckptguard(&["sign", "--key", &format!("{k}.pem"), m]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let (code, r) = json_scan(&["--require-signature", "--key", &pubkey, m]);
+    assert_eq!(code, 0, "{r}");
+    // Tampered: one byte flipped.
+    let mut w = std::fs::read(model.join("weights.pt")).unwrap();
+    let n = w.len();
+    w[n - 100] ^= 1;
+    std::fs::write(model.join("weights.pt"), w).unwrap();
+    let (code, r) = json_scan(&["--require-signature", "--key", &pubkey, m]);
+    assert_eq!(code, 1, "{r}");
+    let msg = r["files"].as_array().unwrap().iter().find(|f| f["format"] == "signature").unwrap()["findings"][0]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("weights.pt"), "{msg}");
+    // --key without --require-signature is a usage error.
+    assert_eq!(ckptguard(&["scan", "--key", &pubkey, m]).status.code(), Some(2));
+}

@@ -20,7 +20,7 @@ pub fn is_contained(rel: &str) -> bool {
         && !rel.starts_with('/')
         && !rel.starts_with('\\')
         && !rel.contains('\0')
-        && !(rel.len() >= 2 && rel.as_bytes()[1] == b':')
+        && (rel.len() < 2 || rel.as_bytes()[1] != b':')
         && rel.split(['/', '\\']).all(|c| c != "..")
 }
 

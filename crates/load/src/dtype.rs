@@ -86,8 +86,9 @@ impl DType {
     /// Bytes per element.
     pub fn itemsize(self) -> u64 {
         match self {
-            Bool | U8 | I8 | F8E4M3FN | F8E5M2 | F8E4M3FNUZ | F8E5M2FNUZ | F8E8M0FNU | F4E2M1FNx2
-            | QInt8 | QUInt8 | QUInt4x2 | QUInt2x4 | Bits8 | Bits1x8 | Bits2x4 | Bits4x2 => 1,
+            Bool | U8 | I8 | F8E4M3FN | F8E5M2 | F8E4M3FNUZ | F8E5M2FNUZ | F8E8M0FNU
+            | F4E2M1FNx2 | QInt8 | QUInt8 | QUInt4x2 | QUInt2x4 | Bits8 | Bits1x8 | Bits2x4
+            | Bits4x2 => 1,
             I16 | U16 | F16 | BF16 | Bits16 => 2,
             I32 | U32 | F32 | C32 | QInt32 => 4,
             I64 | U64 | F64 | C64 => 8,

@@ -60,7 +60,15 @@ pub(crate) fn rebuild<'a>(
     storages: &mut dyn Storages<'a>,
     limits: TreeLimits,
 ) -> R<Value<'a>> {
-    let mut it = Interp { a, storages, active: vec![false; a.values.len()], nodes: 0, depth: 0, limits, path: Vec::new() };
+    let mut it = Interp {
+        a,
+        storages,
+        active: vec![false; a.values.len()],
+        nodes: 0,
+        depth: 0,
+        limits,
+        path: Vec::new(),
+    };
     it.value(root)
 }
 
@@ -90,22 +98,66 @@ fn global_value(module: &str, name: &str) -> Option<Value<'static>> {
         }
         if matches!(
             name,
-            "per_tensor_affine" | "per_channel_affine" | "per_tensor_symmetric" | "per_channel_symmetric"
-                | "per_channel_affine_float_qparams" | "strided" | "sparse_coo" | "sparse_csr"
-                | "sparse_csc" | "sparse_bsr" | "sparse_bsc" | "_mkldnn" | "Tensor"
+            "per_tensor_affine"
+                | "per_channel_affine"
+                | "per_tensor_symmetric"
+                | "per_channel_symmetric"
+                | "per_channel_affine_float_qparams"
+                | "strided"
+                | "sparse_coo"
+                | "sparse_csr"
+                | "sparse_csc"
+                | "sparse_bsr"
+                | "sparse_bsc"
+                | "_mkldnn"
+                | "Tensor"
         ) {
             return Some(Value::Global(format!("torch.{name}")));
         }
     }
     let np_scalar = matches!(
         name,
-        "bool_" | "int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32" | "uint64"
-            | "float16" | "float32" | "float64" | "complex64" | "complex128" | "str_" | "bytes_"
-            | "intc" | "uintc" | "longlong" | "ulonglong" | "half" | "single" | "double"
+        "bool_"
+            | "int8"
+            | "int16"
+            | "int32"
+            | "int64"
+            | "uint8"
+            | "uint16"
+            | "uint32"
+            | "uint64"
+            | "float16"
+            | "float32"
+            | "float64"
+            | "complex64"
+            | "complex128"
+            | "str_"
+            | "bytes_"
+            | "intc"
+            | "uintc"
+            | "longlong"
+            | "ulonglong"
+            | "half"
+            | "single"
+            | "double"
     );
     if (module == "numpy" && (np_scalar || name == "ndarray"))
         || (module == "numpy.dtypes" && name.ends_with("DType") && name.len() < 40)
-        || (module == "builtins" && matches!(name, "int" | "float" | "str" | "bytes" | "bool" | "list" | "dict" | "set" | "tuple" | "object" | "complex"))
+        || (module == "builtins"
+            && matches!(
+                name,
+                "int"
+                    | "float"
+                    | "str"
+                    | "bytes"
+                    | "bool"
+                    | "list"
+                    | "dict"
+                    | "set"
+                    | "tuple"
+                    | "object"
+                    | "complex"
+            ))
     {
         return Some(Value::Global(format!("{module}.{name}")));
     }
@@ -115,9 +167,16 @@ fn global_value(module: &str, name: &str) -> Option<Value<'static>> {
 fn is_path_class(q: &str) -> bool {
     matches!(
         q,
-        "pathlib.Path" | "pathlib.PosixPath" | "pathlib.WindowsPath" | "pathlib.PurePath"
-            | "pathlib.PurePosixPath" | "pathlib.PureWindowsPath" | "pathlib._local.Path"
-            | "pathlib._local.PosixPath" | "pathlib._local.WindowsPath" | "pathlib._local.PurePosixPath"
+        "pathlib.Path"
+            | "pathlib.PosixPath"
+            | "pathlib.WindowsPath"
+            | "pathlib.PurePath"
+            | "pathlib.PurePosixPath"
+            | "pathlib.PureWindowsPath"
+            | "pathlib._local.Path"
+            | "pathlib._local.PosixPath"
+            | "pathlib._local.WindowsPath"
+            | "pathlib._local.PurePosixPath"
             | "pathlib._local.PureWindowsPath"
     )
 }
@@ -151,7 +210,10 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
     }
 
     fn import_name(&self, id: ObjId) -> Option<String> {
-        self.a.as_import(id).filter(|i| !i.dynamic).map(|i| i.qualified())
+        self.a
+            .as_import(id)
+            .filter(|i| !i.dynamic)
+            .map(|i| i.qualified())
     }
 
     /// The items of a literal tuple (or list) argument.
@@ -165,7 +227,10 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
     fn args(&self, o: &Object) -> R<&'x [ObjId]> {
         match self.pv(o.args) {
             PV::Tuple(v) => Ok(v),
-            other => Err(self.malformed(format!("call arguments are a {}, not a tuple", other.type_name()))),
+            other => Err(self.malformed(format!(
+                "call arguments are a {}, not a tuple",
+                other.type_name()
+            ))),
         }
     }
 
@@ -178,7 +243,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
     }
 
     fn uint(&self, id: ObjId, what: &str) -> R<u64> {
-        let v = self.int(id).ok_or_else(|| self.malformed(format!("{what} is not an integer")))?;
+        let v = self
+            .int(id)
+            .ok_or_else(|| self.malformed(format!("{what} is not an integer")))?;
         u64::try_from(v).map_err(|_| self.malformed(format!("{what} is negative ({v})")))
     }
 
@@ -204,12 +271,24 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             PV::Object(o) if self.import_name(o.callable).as_deref() == Some("torch.Size") => {
                 let args = self.args(o)?;
                 match args {
-                    [inner] => self.seq(*inner).ok_or_else(|| self.malformed(format!("{what}: torch.Size of a non-tuple")))?,
+                    [inner] => self.seq(*inner).ok_or_else(|| {
+                        self.malformed(format!("{what}: torch.Size of a non-tuple"))
+                    })?,
                     [] => &[],
-                    _ => return Err(self.malformed(format!("{what}: torch.Size with {} arguments", args.len()))),
+                    _ => {
+                        return Err(self.malformed(format!(
+                            "{what}: torch.Size with {} arguments",
+                            args.len()
+                        )))
+                    }
                 }
             }
-            other => return Err(self.malformed(format!("{what} is a {}, not a tuple of ints", other.type_name()))),
+            other => {
+                return Err(self.malformed(format!(
+                    "{what} is a {}, not a tuple of ints",
+                    other.type_name()
+                )))
+            }
         };
         items.iter().map(|i| self.uint(*i, what)).collect()
     }
@@ -236,7 +315,10 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             return Err(self.unsupported("a self-referencing (recursive) structure"));
         }
         if self.depth >= self.limits.max_depth {
-            return Err(self.malformed(format!("nesting deeper than {} levels", self.limits.max_depth)));
+            return Err(self.malformed(format!(
+                "nesting deeper than {} levels",
+                self.limits.max_depth
+            )));
         }
         self.active[i] = true;
         self.depth += 1;
@@ -283,19 +365,28 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 match imp.and_then(|i| global_value(&i.module, &i.name)) {
                     Some(v) => v,
                     None => {
-                        let q = imp.map_or_else(|| "a computed name".to_string(), |i| i.qualified());
-                        return Err(self.unsupported(format!("the imported object {q} is not plain data")));
+                        let q =
+                            imp.map_or_else(|| "a computed name".to_string(), |i| i.qualified());
+                        return Err(
+                            self.unsupported(format!("the imported object {q} is not plain data"))
+                        );
                     }
                 }
             }
             PV::Object(o) => self.object(o)?,
             PV::Persistent(i) => {
                 // A storage on its own (torch.save(tensor.untyped_storage())): a 1-D tensor.
-                let pid = self.a.persistent_ids.get(*i).ok_or_else(|| self.malformed("bad persistent id"))?.pid;
+                let pid = self
+                    .a
+                    .persistent_ids
+                    .get(*i)
+                    .ok_or_else(|| self.malformed("bad persistent id"))?
+                    .pid;
                 let s = self.storages.storage(self.a, pid)?;
                 let n = s.nbytes / s.dtype.itemsize();
                 let dtype = s.dtype;
-                let t = Tensor::new(s, dtype, vec![n], vec![1], 0).map_err(|e| self.malformed(e))?;
+                let t =
+                    Tensor::new(s, dtype, vec![n], vec![1], 0).map_err(|e| self.malformed(e))?;
                 Value::Tensor(t)
             }
             PV::Extension(code) => {
@@ -306,7 +397,10 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
     }
 
     fn dict(&mut self, class: Option<String>, pairs: &[(ObjId, ObjId)]) -> R<Dict<'a>> {
-        let mut d = Dict { class, items: Vec::with_capacity(pairs.len()) };
+        let mut d = Dict {
+            class,
+            items: Vec::with_capacity(pairs.len()),
+        };
         self.dict_extend(&mut d, pairs)?;
         Ok(d)
     }
@@ -325,7 +419,11 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             let h = match hash_key(&key) {
                 Some(h) => h,
                 None if matches!(key, Value::Tensor(_)) => format!("object:{}", k.0),
-                None => return Err(self.malformed(format!("unhashable dict key of type {}", key.type_name()))),
+                None => {
+                    return Err(
+                        self.malformed(format!("unhashable dict key of type {}", key.type_name()))
+                    )
+                }
             };
             self.path.push(key_text(&key));
             let val = self.value(*v);
@@ -530,8 +628,14 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
         if !o.items.is_empty() {
             return Err(self.unsupported(format!("APPEND on a {q}")));
         }
-        let mut d = Dict { class: Some(q.to_string()), items: Vec::new() };
-        let dict_like = matches!(q, ORDERED_DICT | "collections.Counter" | "collections.defaultdict") || q.ends_with("AttributeDict");
+        let mut d = Dict {
+            class: Some(q.to_string()),
+            items: Vec::new(),
+        };
+        let dict_like = matches!(
+            q,
+            ORDERED_DICT | "collections.Counter" | "collections.defaultdict"
+        ) || q.ends_with("AttributeDict");
         match (q, args) {
             (_, []) => {}
             ("collections.defaultdict", [f, rest @ ..]) if rest.len() <= 1 => {
@@ -543,7 +647,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                     self.dict_init(&mut d, *init)?;
                 }
             }
-            (ORDERED_DICT | "collections.Counter", [init]) if !newobj(o) => self.dict_init(&mut d, *init)?,
+            (ORDERED_DICT | "collections.Counter", [init]) if !newobj(o) => {
+                self.dict_init(&mut d, *init)?
+            }
             _ if newobj(o) && dict_like => {} // dict.__new__ ignores its arguments
             _ => return Err(self.unsupported(format!("{q} called with {} arguments", args.len()))),
         }
@@ -566,7 +672,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 for p in v {
                     match self.seq(*p) {
                         Some([k, x]) => pairs.push((*k, *x)),
-                        _ => return Err(self.malformed("a dict initialiser item that is not a pair")),
+                        _ => {
+                            return Err(self.malformed("a dict initialiser item that is not a pair"))
+                        }
                     }
                 }
                 self.dict_extend(d, &pairs)
@@ -589,16 +697,23 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 };
                 (part(t[0])?, part(t[1])?)
             }
-            other => return Err(self.unsupported(format!("BUILD state of a {q} is a {}", other.type_name()))),
+            other => {
+                return Err(
+                    self.unsupported(format!("BUILD state of a {q} is a {}", other.type_name()))
+                )
+            }
         };
         for pairs in [dict_state, slots].into_iter().flatten() {
             if dict_like {
                 // Attributes, not items. Validated but dropped (the state_dict `_metadata`).
                 for (k, v) in pairs {
                     if self.str_of(*k).is_none() {
-                        return Err(self.malformed(format!("a {q} attribute name that is not a string")));
+                        return Err(
+                            self.malformed(format!("a {q} attribute name that is not a string"))
+                        );
                     }
-                    self.path.push(format!("<attr {}>", self.str_of(*k).unwrap_or_default()));
+                    self.path
+                        .push(format!("<attr {}>", self.str_of(*k).unwrap_or_default()));
                     let r = self.value(*v);
                     self.path.pop();
                     r?;
@@ -606,7 +721,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             } else {
                 for (k, _) in pairs {
                     if self.str_of(*k).is_none() {
-                        return Err(self.malformed(format!("a {q} attribute name that is not a string")));
+                        return Err(
+                            self.malformed(format!("a {q} attribute name that is not a string"))
+                        );
                     }
                 }
                 self.dict_extend(d, pairs)?;
@@ -625,13 +742,20 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             return Err(self.unsupported(format!("copyreg._reconstructor of {cls_name}")));
         }
         let base_name = self.import_name(*base).unwrap_or_default();
-        let dict_like = matches!(cls_name.as_str(), ORDERED_DICT | "collections.Counter" | "collections.defaultdict")
-            || cls_name.ends_with("AttributeDict");
-        let mut d = Dict { class: Some(cls_name.clone()), items: Vec::new() };
+        let dict_like = matches!(
+            cls_name.as_str(),
+            ORDERED_DICT | "collections.Counter" | "collections.defaultdict"
+        ) || cls_name.ends_with("AttributeDict");
+        let mut d = Dict {
+            class: Some(cls_name.clone()),
+            items: Vec::new(),
+        };
         match base_name.as_str() {
             "builtins.object" => {
                 if !matches!(self.pv(*init), PV::None) {
-                    return Err(self.malformed("copyreg._reconstructor with base object takes no state"));
+                    return Err(
+                        self.malformed("copyreg._reconstructor with base object takes no state")
+                    );
                 }
             }
             "builtins.dict" if dict_like => {
@@ -639,7 +763,11 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                     self.dict_init(&mut d, *init)?;
                 }
             }
-            _ => return Err(self.unsupported(format!("copyreg._reconstructor with base {base_name}"))),
+            _ => {
+                return Err(
+                    self.unsupported(format!("copyreg._reconstructor with base {base_name}"))
+                )
+            }
         }
         if !o.items.is_empty() || (!dict_like && !o.entries.is_empty()) {
             return Err(self.unsupported(format!("items added to a {cls_name}")));
@@ -652,7 +780,10 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
     }
 
     fn device(&self, args: &[ObjId]) -> R<Value<'a>> {
-        let ty = args.first().and_then(|a| self.str_of(*a)).ok_or_else(|| self.malformed("torch.device needs a device string"))?;
+        let ty = args
+            .first()
+            .and_then(|a| self.str_of(*a))
+            .ok_or_else(|| self.malformed("torch.device needs a device string"))?;
         match args {
             [_] => Ok(Value::Device(ty.to_string())),
             [_, i] => match self.pv(*i) {
@@ -682,10 +813,15 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             [t, e] => (*t, Some(*e)),
             _ => return Err(self.malformed("_codecs.encode takes one or two arguments")),
         };
-        let text = self.str_of(text).ok_or_else(|| self.unsupported("_codecs.encode of a non-string"))?;
+        let text = self
+            .str_of(text)
+            .ok_or_else(|| self.unsupported("_codecs.encode of a non-string"))?;
         let enc = match enc {
             None => "utf-8".to_string(),
-            Some(e) => self.str_of(e).ok_or_else(|| self.malformed("_codecs.encode encoding is not a string"))?.to_ascii_lowercase(),
+            Some(e) => self
+                .str_of(e)
+                .ok_or_else(|| self.malformed("_codecs.encode encoding is not a string"))?
+                .to_ascii_lowercase(),
         };
         encode_text(text, &enc).map_err(|e| self.unsupported(e))
     }
@@ -697,13 +833,21 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 PV::Bytes(_) | PV::ByteArray(_) | PV::Object(_) => self.bytes_of(*x),
                 PV::List(v) | PV::Tuple(v) => v
                     .iter()
-                    .map(|i| self.int(*i).and_then(|n| u8::try_from(n).ok()).ok_or_else(|| self.malformed("bytearray item out of range")))
+                    .map(|i| {
+                        self.int(*i)
+                            .and_then(|n| u8::try_from(n).ok())
+                            .ok_or_else(|| self.malformed("bytearray item out of range"))
+                    })
                     .collect(),
                 other => Err(self.unsupported(format!("bytearray of a {}", other.type_name()))),
             },
             [t, e] => {
-                let text = self.str_of(*t).ok_or_else(|| self.malformed("bytearray(str, encoding) without a string"))?;
-                let enc = self.str_of(*e).ok_or_else(|| self.malformed("bytearray encoding is not a string"))?;
+                let text = self
+                    .str_of(*t)
+                    .ok_or_else(|| self.malformed("bytearray(str, encoding) without a string"))?;
+                let enc = self
+                    .str_of(*e)
+                    .ok_or_else(|| self.malformed("bytearray encoding is not a string"))?;
                 encode_text(text, &enc.to_ascii_lowercase()).map_err(|e| self.unsupported(e))
             }
             _ => Err(self.malformed("bytearray takes at most two arguments")),
@@ -714,7 +858,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
 
     fn tensor_call(&mut self, q: &str, args: &'x [ObjId]) -> R<Tensor<'a>> {
         match q {
-            "torch._utils._rebuild_tensor" | "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor_v3" => {
+            "torch._utils._rebuild_tensor"
+            | "torch._utils._rebuild_tensor_v2"
+            | "torch._utils._rebuild_tensor_v3" => {
                 let v3 = q.ends_with("v3");
                 let (min, max) = match q {
                     "torch._utils._rebuild_tensor" => (4, 4),
@@ -725,9 +871,15 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                     return Err(self.malformed(format!("{q} with {} arguments", args.len())));
                 }
                 let PV::Persistent(pi) = self.pv(args[0]) else {
-                    return Err(self.unsupported(format!("{q} of a storage that is not a persistent record")));
+                    return Err(self
+                        .unsupported(format!("{q} of a storage that is not a persistent record")));
                 };
-                let pid = self.a.persistent_ids.get(*pi).ok_or_else(|| self.malformed("bad persistent id"))?.pid;
+                let pid = self
+                    .a
+                    .persistent_ids
+                    .get(*pi)
+                    .ok_or_else(|| self.malformed("bad persistent id"))?
+                    .pid;
                 let storage = self.storages.storage(self.a, pid)?;
                 let offset = self.uint(args[1], "storage offset")?;
                 let shape = self.dims(args[2], "size")?;
@@ -735,11 +887,18 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 let dtype = if v3 {
                     let d = match self.pv(args[6]) {
                         PV::Global(_) => self.a.as_import(args[6]).and_then(|i| {
-                            (i.module == "torch" && !i.dynamic).then(|| DType::from_torch_name(&i.name)).flatten()
+                            (i.module == "torch" && !i.dynamic)
+                                .then(|| DType::from_torch_name(&i.name))
+                                .flatten()
                         }),
                         _ => None,
                     };
-                    let d = d.ok_or_else(|| self.unsupported(format!("{q} with an unknown dtype {}", self.a.render(args[6]))))?;
+                    let d = d.ok_or_else(|| {
+                        self.unsupported(format!(
+                            "{q} with an unknown dtype {}",
+                            self.a.render(args[6])
+                        ))
+                    })?;
                     if storage.dtype != DType::U8 {
                         return Err(self.malformed("_rebuild_tensor_v3 needs an untyped storage"));
                     }
@@ -748,9 +907,12 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                     storage.dtype
                 };
                 if dtype.is_quantized() {
-                    return Err(self.unsupported(format!("a tensor of quantized dtype {dtype} outside _rebuild_qtensor")));
+                    return Err(self.unsupported(format!(
+                        "a tensor of quantized dtype {dtype} outside _rebuild_qtensor"
+                    )));
                 }
-                let mut t = Tensor::new(storage, dtype, shape, strides, offset).map_err(|e| self.malformed(format!("tensor out of bounds: {e}")))?;
+                let mut t = Tensor::new(storage, dtype, shape, strides, offset)
+                    .map_err(|e| self.malformed(format!("tensor out of bounds: {e}")))?;
                 if args.len() >= 6 {
                     t.requires_grad = self.boolean(args[4], "requires_grad")?;
                     self.check_hooks(args[5])?;
@@ -799,16 +961,26 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                     _ => return Err(self.unsupported(format!("a tensor subclass {ty}"))),
                 };
                 let f = self.import_name(*func).unwrap_or_default();
-                if !matches!(f.as_str(), "torch._utils._rebuild_tensor" | "torch._utils._rebuild_tensor_v2" | "torch._utils._rebuild_tensor_v3" | "torch._utils._rebuild_parameter" | "torch._utils._rebuild_parameter_with_state") {
+                if !matches!(
+                    f.as_str(),
+                    "torch._utils._rebuild_tensor"
+                        | "torch._utils._rebuild_tensor_v2"
+                        | "torch._utils._rebuild_tensor_v3"
+                        | "torch._utils._rebuild_parameter"
+                        | "torch._utils._rebuild_parameter_with_state"
+                ) {
                     return Err(self.unsupported(format!("{q} with rebuild function {f}")));
                 }
-                let inner = self.seq(*inner).filter(|_| matches!(self.pv(*inner), PV::Tuple(_))).ok_or_else(|| self.malformed(format!("{q} arguments are not a tuple")))?;
+                let inner = self
+                    .seq(*inner)
+                    .filter(|_| matches!(self.pv(*inner), PV::Tuple(_)))
+                    .ok_or_else(|| self.malformed(format!("{q} arguments are not a tuple")))?;
                 let mut t = self.tensor_call(&f, inner)?;
                 t.parameter |= parameter;
                 self.tensor_state(*state)?;
                 Ok(t)
             }
-            _ => Err(self.unsupported(format!("{q}"))),
+            _ => Err(self.unsupported(q.to_string())),
         }
     }
 
@@ -857,17 +1029,38 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
         let pairs = match self.pv(id) {
             PV::None => return Ok(()),
             PV::Dict(p) => p,
-            other => return Err(self.malformed(format!("tensor metadata is a {}", other.type_name()))),
+            other => {
+                return Err(self.malformed(format!("tensor metadata is a {}", other.type_name())))
+            }
         };
         for (k, v) in pairs {
             let on = self.boolean(*v, "tensor metadata flag")?;
             match self.str_of(*k) {
                 Some("conj") => t.conj = on,
                 Some("neg") => t.neg = on,
-                _ => return Err(self.unsupported(format!("tensor metadata key {}", self.a.render(*k)))),
+                _ => {
+                    return Err(
+                        self.unsupported(format!("tensor metadata key {}", self.a.render(*k)))
+                    )
+                }
             }
         }
-        if t.neg && !matches!(t.dtype, DType::F16 | DType::BF16 | DType::F32 | DType::F64 | DType::C32 | DType::C64 | DType::C128 | DType::I8 | DType::I16 | DType::I32 | DType::I64) {
+        if t.neg
+            && !matches!(
+                t.dtype,
+                DType::F16
+                    | DType::BF16
+                    | DType::F32
+                    | DType::F64
+                    | DType::C32
+                    | DType::C64
+                    | DType::C128
+                    | DType::I8
+                    | DType::I16
+                    | DType::I32
+                    | DType::I64
+            )
+        {
             return Err(self.unsupported(format!("the negative bit on a {} tensor", t.dtype)));
         }
         Ok(())
@@ -877,7 +1070,10 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
 
     fn np_dtype_of(&self, o: &Object) -> R<NpDtype> {
         let args = self.args(o)?;
-        let descr = args.first().and_then(|a| self.str_of(*a)).ok_or_else(|| self.unsupported("numpy.dtype of a non-string"))?;
+        let descr = args
+            .first()
+            .and_then(|a| self.str_of(*a))
+            .ok_or_else(|| self.unsupported("numpy.dtype of a non-string"))?;
         let mut code = descr.to_string();
         let mut big = false;
         if let Some(rest) = code.strip_prefix(['<', '>', '|', '=']) {
@@ -889,7 +1085,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
         }
         for s in &o.state {
             // (version, byteorder, subarray, names, fields, elsize, alignment, flags)
-            let t = self.seq(*s).ok_or_else(|| self.unsupported("numpy.dtype state that is not a tuple"))?;
+            let t = self
+                .seq(*s)
+                .ok_or_else(|| self.unsupported("numpy.dtype state that is not a tuple"))?;
             if t.len() < 5 {
                 return Err(self.unsupported("numpy.dtype state of an unknown version"));
             }
@@ -902,12 +1100,19 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 return Err(self.unsupported("a structured or sub-array numpy dtype"));
             }
         }
-        Ok(NpDtype { code, big_endian: big })
+        Ok(NpDtype {
+            code,
+            big_endian: big,
+        })
     }
 
     fn np_dtype(&self, id: ObjId) -> R<NpDtype> {
         match self.pv(id) {
-            PV::Object(o) if matches!(self.import_name(o.callable).as_deref(), Some("numpy.dtype")) => self.np_dtype_of(o),
+            PV::Object(o)
+                if matches!(self.import_name(o.callable).as_deref(), Some("numpy.dtype")) =>
+            {
+                self.np_dtype_of(o)
+            }
             _ => Err(self.unsupported("a numpy dtype that is not numpy.dtype(...)")),
         }
     }
@@ -922,7 +1127,11 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
         let num = DType::from_numpy(&dt.code);
         if let Some(d) = num {
             if b.len() as u64 != d.itemsize() {
-                return Err(self.malformed(format!("numpy {} scalar of {} bytes", dt.code, b.len())));
+                return Err(self.malformed(format!(
+                    "numpy {} scalar of {} bytes",
+                    dt.code,
+                    b.len()
+                )));
             }
             if dt.big_endian {
                 crate::dtype::byteswap(&mut b, d.swap_unit());
@@ -947,7 +1156,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 i64::try_from(v).map_or_else(|_| Value::BigInt(v.to_string()), Value::Int)
             }
             Some(DType::F16) => Value::Float(f16_to_f64(u16::from_le_bytes([b[0], b[1]]))),
-            Some(DType::F32) => Value::Float(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            Some(DType::F32) => {
+                Value::Float(f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            }
             Some(DType::F64) => Value::Float(f64::from_le_bytes(arr(8))),
             Some(DType::C64) => Value::Complex(
                 f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -963,13 +1174,22 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             _ if dt.code.starts_with('U') => {
                 // UTF-32 code units, NUL-padded.
                 let mut s = String::new();
-                let unit = |c: &[u8]| if dt.big_endian { u32::from_be_bytes([c[0], c[1], c[2], c[3]]) } else { u32::from_le_bytes([c[0], c[1], c[2], c[3]]) };
+                let unit = |c: &[u8]| {
+                    if dt.big_endian {
+                        u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                    } else {
+                        u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                    }
+                };
                 for c in raw.chunks_exact(4) {
                     let u = unit(c);
                     if u == 0 {
                         break;
                     }
-                    s.push(char::from_u32(u).ok_or_else(|| self.malformed("invalid numpy str scalar"))?);
+                    s.push(
+                        char::from_u32(u)
+                            .ok_or_else(|| self.malformed("invalid numpy str scalar"))?,
+                    );
                 }
                 Value::Str(s)
             }
@@ -981,16 +1201,36 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
         })
     }
 
-    fn np_tensor(&self, dt: &NpDtype, shape: Vec<u64>, fortran: bool, data: Vec<u8>) -> R<Tensor<'a>> {
-        let dtype = DType::from_numpy(&dt.code).ok_or_else(|| self.unsupported(format!("a numpy array of dtype {}", dt.code)))?;
-        let n = shape.iter().try_fold(1u64, |a, s| a.checked_mul(*s)).ok_or_else(|| self.malformed("numpy array size overflows"))?;
-        let need = n.checked_mul(dtype.itemsize()).ok_or_else(|| self.malformed("numpy array size overflows"))?;
+    fn np_tensor(
+        &self,
+        dt: &NpDtype,
+        shape: Vec<u64>,
+        fortran: bool,
+        data: Vec<u8>,
+    ) -> R<Tensor<'a>> {
+        let dtype = DType::from_numpy(&dt.code)
+            .ok_or_else(|| self.unsupported(format!("a numpy array of dtype {}", dt.code)))?;
+        let n = shape
+            .iter()
+            .try_fold(1u64, |a, s| a.checked_mul(*s))
+            .ok_or_else(|| self.malformed("numpy array size overflows"))?;
+        let need = n
+            .checked_mul(dtype.itemsize())
+            .ok_or_else(|| self.malformed("numpy array size overflows"))?;
         if data.len() as u64 != need {
-            return Err(self.malformed(format!("numpy array of {n} {} elements with {} bytes of data", dt.code, data.len())));
+            return Err(self.malformed(format!(
+                "numpy array of {n} {} elements with {} bytes of data",
+                dt.code,
+                data.len()
+            )));
         }
         let mut strides = vec![0u64; shape.len()];
         let mut acc = 1u64;
-        let order: Vec<usize> = if fortran { (0..shape.len()).collect() } else { (0..shape.len()).rev().collect() };
+        let order: Vec<usize> = if fortran {
+            (0..shape.len()).collect()
+        } else {
+            (0..shape.len()).rev().collect()
+        };
         for d in order {
             strides[d] = acc;
             acc = acc.saturating_mul(shape[d].max(1));
@@ -1004,7 +1244,8 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
             source_offset: None,
             data: Data::Owned(data),
         });
-        let mut t = Tensor::new(storage, dtype, shape, strides, 0).map_err(|e| self.malformed(e))?;
+        let mut t =
+            Tensor::new(storage, dtype, shape, strides, 0).map_err(|e| self.malformed(e))?;
         t.numpy = true;
         Ok(t)
     }
@@ -1021,7 +1262,9 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
         if !o.items.is_empty() || !o.entries.is_empty() || o.state.len() != 1 {
             return Err(self.unsupported("a numpy array without exactly one state"));
         }
-        let st = self.seq(o.state[0]).ok_or_else(|| self.unsupported("numpy array state that is not a tuple"))?;
+        let st = self
+            .seq(o.state[0])
+            .ok_or_else(|| self.unsupported("numpy array state that is not a tuple"))?;
         let [_version, shape, dt, fortran, data] = st else {
             return Err(self.unsupported(format!("numpy array state of {} items", st.len())));
         };
@@ -1061,7 +1304,14 @@ fn encode_text(text: &str, enc: &str) -> Result<Vec<u8>, String> {
     match enc {
         "latin1" | "latin-1" | "iso-8859-1" | "iso8859-1" | "l1" => text
             .chars()
-            .map(|c| u8::try_from(u32::from(c)).map_err(|_| format!("character U+{:04X} cannot be encoded as latin-1", u32::from(c))))
+            .map(|c| {
+                u8::try_from(u32::from(c)).map_err(|_| {
+                    format!(
+                        "character U+{:04X} cannot be encoded as latin-1",
+                        u32::from(c)
+                    )
+                })
+            })
             .collect(),
         "utf-8" | "utf8" => Ok(text.as_bytes().to_vec()),
         "ascii" => {
@@ -1089,7 +1339,10 @@ fn hash_key(k: &Value<'_>) -> Option<String> {
         Value::Complex(r, i) if *i == 0.0 => return hash_key(&Value::Float(*r)),
         Value::Complex(r, i) => format!("c{:x}/{:x}", r.to_bits(), i.to_bits()),
         Value::Str(s) => format!("s{s}"),
-        Value::Bytes(b) => format!("b{}", b.iter().map(|c| format!("{c:02x}")).collect::<String>()),
+        Value::Bytes(b) => format!(
+            "b{}",
+            b.iter().map(|c| format!("{c:02x}")).collect::<String>()
+        ),
         Value::Tuple(v) => {
             let parts: Option<Vec<String>> = v.iter().map(hash_key).collect();
             format!("t({})", parts?.join(","))
@@ -1190,7 +1443,10 @@ mod tests {
             Value::BigInt(s) => assert_eq!(s, (-(1i128 << 80)).to_string()),
             v => panic!("{v:?}"),
         }
-        assert!(matches!(bigint(&le(i64::MIN as i128, 9)), Value::Int(i64::MIN)));
+        assert!(matches!(
+            bigint(&le(i64::MIN as i128, 9)),
+            Value::Int(i64::MIN)
+        ));
         match bigint(&le(u64::MAX as i128, 9)) {
             Value::BigInt(s) => assert_eq!(s, u64::MAX.to_string()),
             v => panic!("{v:?}"),

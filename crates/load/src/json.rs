@@ -74,7 +74,13 @@ pub fn describe(t: &Tensor<'_>) -> J {
 
 /// Renders `v` (found at dotted `path`) as JSON.
 pub fn to_json(v: &Value<'_>, path: &str, style: &TensorStyle<'_>) -> J {
-    let child = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let child = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     match v {
         Value::None => J::Null,
@@ -86,9 +92,12 @@ pub fn to_json(v: &Value<'_>, path: &str, style: &TensorStyle<'_>) -> J {
         Value::Str(s) => json!(s),
         Value::Bytes(b) => json!({"__bytes__": b64(b)}),
         Value::ByteArray(b) => json!({"__bytearray__": b64(b)}),
-        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) => {
-            J::Array(x.iter().enumerate().map(|(i, c)| to_json(c, &child(&i.to_string()), style)).collect())
-        }
+        Value::List(x) | Value::Tuple(x) | Value::Set(x) | Value::FrozenSet(x) => J::Array(
+            x.iter()
+                .enumerate()
+                .map(|(i, c)| to_json(c, &child(&i.to_string()), style))
+                .collect(),
+        ),
         Value::Dict(d) => {
             let mut m = Map::new();
             let mut collided = false;
@@ -137,15 +146,27 @@ mod tests {
             items: vec![
                 (Value::Str("a".into()), Value::Float(f64::NAN)),
                 (Value::Int(1), Value::Bytes(vec![0, 1])),
-                (Value::Str("t".into()), Value::Tuple(vec![Value::BigInt("123456789012345678901234".into())])),
+                (
+                    Value::Str("t".into()),
+                    Value::Tuple(vec![Value::BigInt("123456789012345678901234".into())]),
+                ),
             ],
         });
         let j = to_json(&v, "", &TensorStyle::Name);
-        assert_eq!(j, json!({"a": {"__float__": "nan"}, "1": {"__bytes__": "AAE="}, "t": [{"__int__": "123456789012345678901234"}]}));
+        assert_eq!(
+            j,
+            json!({"a": {"__float__": "nan"}, "1": {"__bytes__": "AAE="}, "t": [{"__int__": "123456789012345678901234"}]})
+        );
         let c = Value::Dict(Dict {
             class: None,
-            items: vec![(Value::Int(1), Value::None), (Value::Str("1".into()), Value::None)],
+            items: vec![
+                (Value::Int(1), Value::None),
+                (Value::Str("1".into()), Value::None),
+            ],
         });
-        assert_eq!(to_json(&c, "", &TensorStyle::Name), json!({"__items__": [[1, null], ["1", null]]}));
+        assert_eq!(
+            to_json(&c, "", &TensorStyle::Name),
+            json!({"__items__": [[1, null], ["1", null]]})
+        );
     }
 }

@@ -57,7 +57,11 @@ impl Default for LoadOptions {
         LoadOptions {
             scan: ScanOptions::default(),
             fail_on: Severity::High,
-            tree: TreeLimits { max_nodes: 20_000_000, max_depth: 512, max_int_bytes: 4096 },
+            tree: TreeLimits {
+                max_nodes: 20_000_000,
+                max_depth: 200,
+                max_int_bytes: 4096,
+            },
         }
     }
 }
@@ -65,7 +69,10 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// Options with this scan configuration.
     pub fn with_scan(scan: ScanOptions) -> Self {
-        LoadOptions { scan, ..LoadOptions::default() }
+        LoadOptions {
+            scan,
+            ..LoadOptions::default()
+        }
     }
     /// Sets the most values the rebuilt tree may hold and how deep it may nest.
     pub fn tree_limits(mut self, max_nodes: u64, max_depth: usize) -> Self {
@@ -115,7 +122,12 @@ pub struct Checkpoint<'a> {
 impl Checkpoint<'_> {
     /// Number of distinct storages behind the tensors.
     pub fn storage_count(&self) -> usize {
-        let mut seen: Vec<*const Storage<'_>> = self.root.tensors().iter().map(|(_, t)| Arc::as_ptr(&t.storage)).collect();
+        let mut seen: Vec<*const Storage<'_>> = self
+            .root
+            .tensors()
+            .iter()
+            .map(|(_, t)| Arc::as_ptr(&t.storage))
+            .collect();
         seen.sort();
         seen.dedup();
         seen.len()
@@ -123,11 +135,17 @@ impl Checkpoint<'_> {
 }
 
 /// Finding codes that mean "could not be read" rather than "dangerous".
-const UNREADABLE_CODES: &[&str] = &["CG201", "CG202", "CG301", "CG304", "CG305", "CG314", "CG401", "CG404"];
+const UNREADABLE_CODES: &[&str] = &[
+    "CG201", "CG202", "CG301", "CG304", "CG305", "CG314", "CG401", "CG404",
+];
 
 /// Scans `src` and, if it is safe, loads it. `name` is used for messages and by the scanner to
 /// tell intended checkpoints from other files; the format is recognised by content.
-pub fn load<'a>(src: &'a dyn ReadAt, name: &str, opts: &LoadOptions) -> Result<Checkpoint<'a>, LoadError> {
+pub fn load<'a>(
+    src: &'a dyn ReadAt,
+    name: &str,
+    opts: &LoadOptions,
+) -> Result<Checkpoint<'a>, LoadError> {
     let scan = scan_source(src, name, &opts.scan);
     let report = FileReport::new(name.to_string(), scan, src.len(), 0, opts.fail_on);
     check_report(&report, opts.fail_on)?;
@@ -142,13 +160,28 @@ pub fn check_report(report: &FileReport, fail_on: Severity) -> Result<(), LoadEr
             "not a checkpoint format: {}",
             report.error.as_deref().unwrap_or("unrecognised content")
         ))),
-        Verdict::Error => Err(LoadError::Malformed(report.error.clone().unwrap_or_else(|| "unreadable".into()))),
+        Verdict::Error => Err(LoadError::Malformed(
+            report.error.clone().unwrap_or_else(|| "unreadable".into()),
+        )),
         Verdict::Unsafe => {
-            let failing: Vec<_> = report.findings.iter().filter(|f| f.blocking || f.severity >= fail_on).collect();
-            let unreadable_only = !failing.is_empty() && failing.iter().all(|f| UNREADABLE_CODES.contains(&f.code.as_str()));
+            let failing: Vec<_> = report
+                .findings
+                .iter()
+                .filter(|f| f.blocking || f.severity >= fail_on)
+                .collect();
+            let unreadable_only = !failing.is_empty()
+                && failing
+                    .iter()
+                    .all(|f| UNREADABLE_CODES.contains(&f.code.as_str()));
             let summary = match failing.first() {
                 Some(f) => {
-                    let mut s = format!("{} {} {}: {}", f.severity.as_str(), f.code, f.name, f.message);
+                    let mut s = format!(
+                        "{} {} {}: {}",
+                        f.severity.as_str(),
+                        f.code,
+                        f.name,
+                        f.message
+                    );
                     if let Some(c) = &f.call {
                         let mut c = c.clone();
                         if c.len() > 160 {
@@ -162,23 +195,35 @@ pub fn check_report(report: &FileReport, fail_on: Severity) -> Result<(), LoadEr
                         s.push_str(&format!(" — {c}"));
                     }
                     if failing.len() > 1 {
-                        s.push_str(&format!(" (and {} more finding{})", failing.len() - 1, if failing.len() == 2 { "" } else { "s" }));
+                        s.push_str(&format!(
+                            " (and {} more finding{})",
+                            failing.len() - 1,
+                            if failing.len() == 2 { "" } else { "s" }
+                        ));
                     }
                     s
                 }
                 None => "unsafe".into(),
             };
-            Err(LoadError::Unsafe { report: Box::new(report.clone()), summary, unreadable_only })
+            Err(LoadError::Unsafe {
+                report: Box::new(report.clone()),
+                summary,
+                unreadable_only,
+            })
         }
     }
 }
 
 /// Loads a source whose scan `report` is already known to be safe (for callers that scanned a
 /// whole directory container first). Returns [`LoadError::Unsafe`] if it is not.
-pub fn load_scanned<'a>(src: &'a dyn ReadAt, report: FileReport, opts: &LoadOptions) -> Result<Checkpoint<'a>, LoadError> {
+pub fn load_scanned<'a>(
+    src: &'a dyn ReadAt,
+    report: FileReport,
+    opts: &LoadOptions,
+) -> Result<Checkpoint<'a>, LoadError> {
     check_report(&report, opts.fail_on)?;
     let (format, root) = match sniff(src)? {
-        Sniffed::Zip => ("torch-zip", torchzip::load(src, opts)?),
+        Sniffed::Zip => torchzip::load(src, opts)?,
         Sniffed::Npy => ("npy", load_npy(src)?),
         Sniffed::Tar => {
             return Err(LoadError::Unsupported(
@@ -197,7 +242,11 @@ pub fn load_scanned<'a>(src: &'a dyn ReadAt, report: FileReport, opts: &LoadOpti
             }
         }
     };
-    Ok(Checkpoint { format: format.into(), root, report })
+    Ok(Checkpoint {
+        format: format.into(),
+        root,
+        report,
+    })
 }
 
 /// Analyses the first pickle of a stream only.
@@ -209,35 +258,110 @@ fn analyze_first<'d>(data: &'d [u8], opts: &LoadOptions) -> Analysis<'d> {
 
 /// The result of the first pickle of `a`, if it was analysed completely.
 pub(crate) fn first_root(a: &Analysis<'_>, what: &str) -> Result<ObjId, LoadError> {
-    let first = a.pickles.first().ok_or_else(|| LoadError::Malformed(format!("{what} is empty")))?;
+    let first = a
+        .pickles
+        .first()
+        .ok_or_else(|| LoadError::Malformed(format!("{what} is empty")))?;
     if let Some(i) = a.issues.iter().find(|i| i.fatal && i.pickle == 0) {
         return Err(LoadError::Malformed(format!("{what}: {}", i.message())));
     }
-    first.root.ok_or_else(|| LoadError::Malformed(format!("{what} has no result")))
+    first
+        .root
+        .ok_or_else(|| LoadError::Malformed(format!("{what} has no result")))
 }
 
 /// A `.npy` file: one numeric array, borrowed from the source.
 fn load_npy<'a>(src: &'a dyn ReadAt) -> Result<Value<'a>, LoadError> {
-    let h = npy::parse_header(src).map_err(|e| LoadError::Malformed(format!("npy header: {e}")))?;
+    npy_array(src, src, 0)
+}
+
+/// The array of the `.npy` bytes `npy`, which sit at `base` in `src` (whose bytes the storage
+/// borrows).
+pub(crate) fn npy_array<'a>(
+    npy: &dyn ReadAt,
+    src: &'a dyn ReadAt,
+    base: u64,
+) -> Result<Value<'a>, LoadError> {
+    let (dtype, big, shape, fortran, body, nbytes) = npy_layout(npy)?;
+    let at = base + body;
+    npy_tensor(
+        dtype,
+        big,
+        shape,
+        fortran,
+        nbytes,
+        Some(at),
+        Storage::from_source(src, at, nbytes),
+    )
+}
+
+/// An array from `.npy` bytes held in memory (a deflated `.npz` member).
+pub(crate) fn npy_owned<'a>(data: Vec<u8>) -> Result<Value<'a>, LoadError> {
+    let (dtype, big, shape, fortran, body, nbytes) = npy_layout(&data)?;
+    let body = usize::try_from(body).map_err(|_| LoadError::Malformed("npy too large".into()))?;
+    let bytes = data[body..body + nbytes as usize].to_vec();
+    npy_tensor(
+        dtype,
+        big,
+        shape,
+        fortran,
+        nbytes,
+        None,
+        tensor::Data::Owned(bytes),
+    )
+}
+
+type NpyLayout = (DType, bool, Vec<u64>, bool, u64, u64);
+
+fn npy_layout(npy: &dyn ReadAt) -> Result<NpyLayout, LoadError> {
+    let h = npy::parse_header(npy).map_err(|e| LoadError::Malformed(format!("npy header: {e}")))?;
     let descr = match &h.descr {
         npy::Literal::Str(s) => s.clone(),
         _ => return Err(LoadError::Unsupported("a structured numpy dtype".into())),
     };
     let big = descr.starts_with('>');
     let code = descr.trim_start_matches(['<', '>', '|', '=']);
-    let dtype = DType::from_numpy(code).ok_or_else(|| LoadError::Unsupported(format!("numpy dtype {descr:?}")))?;
-    let n = h.shape.iter().try_fold(1u64, |a, s| a.checked_mul(*s)).ok_or_else(|| LoadError::Malformed("npy shape overflows".into()))?;
-    let nbytes = n.checked_mul(dtype.itemsize()).ok_or_else(|| LoadError::Malformed("npy size overflows".into()))?;
-    let end = h.body_offset.checked_add(nbytes).ok_or_else(|| LoadError::Malformed("npy size overflows".into()))?;
-    if end > src.len() {
-        return Err(LoadError::Malformed(format!("npy body needs {nbytes} bytes; the file is truncated")));
+    let dtype = DType::from_numpy(code)
+        .ok_or_else(|| LoadError::Unsupported(format!("numpy dtype {descr:?}")))?;
+    let n = h
+        .shape
+        .iter()
+        .try_fold(1u64, |a, s| a.checked_mul(*s))
+        .ok_or_else(|| LoadError::Malformed("npy shape overflows".into()))?;
+    let nbytes = n
+        .checked_mul(dtype.itemsize())
+        .ok_or_else(|| LoadError::Malformed("npy size overflows".into()))?;
+    let end = h
+        .body_offset
+        .checked_add(nbytes)
+        .ok_or_else(|| LoadError::Malformed("npy size overflows".into()))?;
+    if end > npy.len() {
+        return Err(LoadError::Malformed(format!(
+            "npy body needs {nbytes} bytes; the file is truncated"
+        )));
     }
-    let mut strides = vec![0u64; h.shape.len()];
+    Ok((dtype, big, h.shape, h.fortran_order, h.body_offset, nbytes))
+}
+
+fn npy_tensor<'a>(
+    dtype: DType,
+    big: bool,
+    shape: Vec<u64>,
+    fortran: bool,
+    nbytes: u64,
+    source_offset: Option<u64>,
+    data: tensor::Data<'a>,
+) -> Result<Value<'a>, LoadError> {
+    let mut strides = vec![0u64; shape.len()];
     let mut acc = 1u64;
-    let order: Vec<usize> = if h.fortran_order { (0..h.shape.len()).collect() } else { (0..h.shape.len()).rev().collect() };
+    let order: Vec<usize> = if fortran {
+        (0..shape.len()).collect()
+    } else {
+        (0..shape.len()).rev().collect()
+    };
     for d in order {
         strides[d] = acc;
-        acc = acc.saturating_mul(h.shape[d].max(1));
+        acc = acc.saturating_mul(shape[d].max(1));
     }
     let storage = Arc::new(Storage {
         key: "npy".into(),
@@ -245,10 +369,10 @@ fn load_npy<'a>(src: &'a dyn ReadAt) -> Result<Value<'a>, LoadError> {
         location: "cpu".into(),
         nbytes,
         big_endian: big,
-        source_offset: Some(h.body_offset),
-        data: Storage::from_source(src, h.body_offset, nbytes),
+        source_offset,
+        data,
     });
-    let mut t = Tensor::new(storage, dtype, h.shape.clone(), strides, 0).map_err(LoadError::Malformed)?;
+    let mut t = Tensor::new(storage, dtype, shape, strides, 0).map_err(LoadError::Malformed)?;
     t.numpy = true;
     Ok(Value::Tensor(t))
 }

@@ -76,7 +76,9 @@ fn pure_tensors(v: &Value<'_>) -> bool {
 /// Plans the conversion of `root`, or of the subtree at dotted `key`.
 pub fn plan<'v, 'a>(root: &'v Value<'a>, key: Option<&str>) -> Result<Plan<'v, 'a>, ConvertError> {
     let sel = match key {
-        Some(k) => root.lookup(k).ok_or_else(|| ConvertError::KeyNotFound(k.to_string()))?,
+        Some(k) => root
+            .lookup(k)
+            .ok_or_else(|| ConvertError::KeyNotFound(k.to_string()))?,
         None => root,
     };
     let mut tensors = sel.tensors();
@@ -86,7 +88,9 @@ pub fn plan<'v, 'a>(root: &'v Value<'a>, key: Option<&str>) -> Result<Plan<'v, '
         }
     }
     if tensors.is_empty() {
-        return Err(ConvertError::Empty(key.map(|k| format!(" under {k:?}")).unwrap_or_default()));
+        return Err(ConvertError::Empty(
+            key.map(|k| format!(" under {k:?}")).unwrap_or_default(),
+        ));
     }
     let mut seen = HashSet::new();
     let mut entries = Vec::with_capacity(tensors.len());
@@ -96,28 +100,44 @@ pub fn plan<'v, 'a>(root: &'v Value<'a>, key: Option<&str>) -> Result<Plan<'v, '
         if !seen.insert(name.clone()) {
             return Err(ConvertError::Duplicate(name));
         }
-        let dt = t.dtype.safetensors().ok_or_else(|| ConvertError::Unsupported {
-            name: name.clone(),
-            why: format!("dtype {} has no safetensors equivalent", t.dtype),
-        })?;
+        let dt = t
+            .dtype
+            .safetensors()
+            .ok_or_else(|| ConvertError::Unsupported {
+                name: name.clone(),
+                why: format!("dtype {} has no safetensors equivalent", t.dtype),
+            })?;
         let mut shape = t.shape.clone();
         if t.dtype == DType::F4E2M1FNx2 {
             // safetensors counts 4-bit elements: two per byte.
             match shape.last_mut() {
                 Some(l) => *l *= 2,
                 None => {
-                    return Err(ConvertError::Unsupported { name, why: "a 0-dim float4_e2m1fn_x2 tensor".into() });
+                    return Err(ConvertError::Unsupported {
+                        name,
+                        why: "a 0-dim float4_e2m1fn_x2 tensor".into(),
+                    });
                 }
             }
         }
         let n = t.nbytes();
-        header.insert(name.clone(), json!({"dtype": dt, "shape": shape, "data_offsets": [at, at + n]}));
-        entries.push(Entry { name, tensor: t, begin: at, end: at + n });
+        header.insert(
+            name.clone(),
+            json!({"dtype": dt, "shape": shape, "data_offsets": [at, at + n]}),
+        );
+        entries.push(Entry {
+            name,
+            tensor: t,
+            begin: at,
+            end: at + n,
+        });
         at += n;
     }
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
-    let style = TensorStyle::Custom(&|p: &str, _t: &Tensor<'_>| json!({ "__tensor__": if p.is_empty() { key.unwrap_or("tensor") } else { p } }));
+    let style = TensorStyle::Custom(
+        &|p: &str, _t: &Tensor<'_>| json!({ "__tensor__": if p.is_empty() { key.unwrap_or("tensor") } else { p } }),
+    );
     match sel {
         Value::Dict(_) => {
             for (k, v) in sel.children() {
@@ -133,12 +153,16 @@ pub fn plan<'v, 'a>(root: &'v Value<'a>, key: Option<&str>) -> Result<Plan<'v, '
     }
     header.insert("__metadata__".to_string(), json!(metadata));
     let mut text = J::Object(header).to_string().into_bytes();
-    while (text.len() + 8) % 8 != 0 {
-        text.push(b' ');
-    }
+    let pad = (8 - text.len() % 8) % 8;
+    text.extend(std::iter::repeat_n(b' ', pad));
     let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(&text);
-    Ok(Plan { header: bytes, entries, data_len: at, metadata })
+    Ok(Plan {
+        header: bytes,
+        entries,
+        data_len: at,
+        metadata,
+    })
 }
 
 impl Plan<'_, '_> {
@@ -152,7 +176,10 @@ impl Plan<'_, '_> {
         let mut w = BufWriter::with_capacity(1 << 20, out);
         w.write_all(&self.header)?;
         for e in &self.entries {
-            let mut c = Counter { inner: &mut w, n: 0 };
+            let mut c = Counter {
+                inner: &mut w,
+                n: 0,
+            };
             e.tensor.write_contiguous(&mut c)?;
             check_len(e, c.n)?;
         }
@@ -175,7 +202,10 @@ impl Plan<'_, '_> {
                     check_len(e, n)?;
                 }
                 _ => {
-                    let mut c = Counter { inner: &mut w, n: 0 };
+                    let mut c = Counter {
+                        inner: &mut w,
+                        n: 0,
+                    };
                     e.tensor.write_contiguous(&mut c)?;
                     check_len(e, c.n)?;
                 }
@@ -189,7 +219,11 @@ fn check_len(e: &Entry<'_, '_>, n: u64) -> io::Result<()> {
     if n != e.end - e.begin {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            format!("tensor {:?}: wrote {n} bytes, expected {}", e.name, e.end - e.begin),
+            format!(
+                "tensor {:?}: wrote {n} bytes, expected {}",
+                e.name,
+                e.end - e.begin
+            ),
         ));
     }
     Ok(())

@@ -77,15 +77,20 @@ impl<'a> Storage<'a> {
 
     /// `[offset, offset + len)` of the storage, borrowed when in memory.
     pub fn range(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
-        let end = offset.checked_add(len).filter(|e| *e <= self.nbytes).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, "read past the end of a storage")
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= self.nbytes)
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "read past the end of a storage")
+            })?;
+        let short = || io::Error::new(io::ErrorKind::InvalidData, "storage bytes shorter than declared");
         match &self.data {
-            Data::Borrowed(b) => Ok(Cow::Borrowed(&b[offset as usize..end as usize])),
-            Data::Owned(v) => Ok(Cow::Borrowed(&v[offset as usize..end as usize])),
+            Data::Borrowed(b) => b.get(offset as usize..end as usize).map(Cow::Borrowed).ok_or_else(short),
+            Data::Owned(v) => v.get(offset as usize..end as usize).map(Cow::Borrowed).ok_or_else(short),
             Data::Source(src) => {
                 let base = self.source_offset.unwrap_or(0);
-                let n = usize::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "range too large"))?;
+                let n = usize::try_from(len)
+                    .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "range too large"))?;
                 let mut v = vec![0u8; n];
                 src.read_exact_at(base + offset, &mut v)?;
                 Ok(Cow::Owned(v))
@@ -134,10 +139,17 @@ impl<'a> Tensor<'a> {
         offset: u64,
     ) -> Result<Self, String> {
         if shape.len() != strides.len() {
-            return Err(format!("{} sizes but {} strides", shape.len(), strides.len()));
+            return Err(format!(
+                "{} sizes but {} strides",
+                shape.len(),
+                strides.len()
+            ));
         }
         if shape.len() > MAX_DIMS {
-            return Err(format!("{} dimensions (at most {MAX_DIMS} accepted)", shape.len()));
+            return Err(format!(
+                "{} dimensions (at most {MAX_DIMS} accepted)",
+                shape.len()
+            ));
         }
         let t = Tensor {
             dtype,
@@ -151,7 +163,9 @@ impl<'a> Tensor<'a> {
             numpy: false,
             storage,
         };
-        let numel = t.numel_checked().ok_or("the number of elements overflows")?;
+        let numel = t
+            .numel_checked()
+            .ok_or("the number of elements overflows")?;
         if numel > 0 {
             let (lo, hi) = t.span_checked().ok_or("the view's extent overflows")?;
             if hi > t.storage.nbytes {
@@ -182,7 +196,10 @@ impl<'a> Tensor<'a> {
             last = last.checked_add(s.checked_sub(1)?.checked_mul(st)?)?;
         }
         let size = self.dtype.itemsize();
-        Some((self.offset.checked_mul(size)?, last.checked_add(1)?.checked_mul(size)?))
+        Some((
+            self.offset.checked_mul(size)?,
+            last.checked_add(1)?.checked_mul(size)?,
+        ))
     }
 
     /// Number of elements.
@@ -281,7 +298,9 @@ impl<'a> Tensor<'a> {
                 break;
             }
         }
-        let (lo, hi) = self.span_checked().ok_or_else(|| invalid("extent overflows"))?;
+        let (lo, hi) = self
+            .span_checked()
+            .ok_or_else(|| invalid("extent overflows"))?;
         // The whole span the view touches, borrowed when in memory (read once otherwise).
         let span = self.storage.range(lo, hi - lo)?;
         let base = self.offset * size - lo;
@@ -289,10 +308,7 @@ impl<'a> Tensor<'a> {
         let mut idx = vec![0u64; inner];
         let mut buf: Vec<u8> = Vec::with_capacity((CHUNK as usize).max(run_bytes));
         loop {
-            let mut el = 0u64;
-            for d in 0..inner {
-                el += idx[d] * self.strides[d];
-            }
+            let el: u64 = idx.iter().zip(&self.strides).map(|(i, s)| i * s).sum();
             let at = (base + el * size) as usize;
             buf.extend_from_slice(&span[at..at + run_bytes]);
             if buf.len() as u64 >= CHUNK {
@@ -366,11 +382,17 @@ fn neg_in_place(dtype: DType, buf: &mut [u8]) -> io::Result<()> {
                 c[half - 1] ^= 0x80;
             }
         }
-        DType::I8 => buf.iter_mut().for_each(|b| *b = (*b as i8).wrapping_neg() as u8),
+        DType::I8 => buf
+            .iter_mut()
+            .for_each(|b| *b = (*b as i8).wrapping_neg() as u8),
         DType::I16 => neg_ints::<2>(buf, |b| i16::from_le_bytes(b).wrapping_neg().to_le_bytes()),
         DType::I32 => neg_ints::<4>(buf, |b| i32::from_le_bytes(b).wrapping_neg().to_le_bytes()),
         DType::I64 => neg_ints::<8>(buf, |b| i64::from_le_bytes(b).wrapping_neg().to_le_bytes()),
-        _ => return Err(invalid(&format!("the negative bit on a {dtype} tensor is not supported"))),
+        _ => {
+            return Err(invalid(&format!(
+                "the negative bit on a {dtype} tensor is not supported"
+            )))
+        }
     }
     Ok(())
 }
@@ -410,7 +432,14 @@ mod tests {
         assert!(Tensor::new(s.clone(), DType::F32, vec![2, 3], vec![3, 1], 1).is_err());
         assert!(Tensor::new(s.clone(), DType::F32, vec![7], vec![1], 0).is_err());
         assert!(Tensor::new(s.clone(), DType::F32, vec![2], vec![u64::MAX], 0).is_err());
-        assert!(Tensor::new(s.clone(), DType::F32, vec![u64::MAX, u64::MAX], vec![0, 0], 0).is_err());
+        assert!(Tensor::new(
+            s.clone(),
+            DType::F32,
+            vec![u64::MAX, u64::MAX],
+            vec![0, 0],
+            0
+        )
+        .is_err());
         assert!(Tensor::new(s.clone(), DType::F32, vec![0, 5], vec![100, 100], 1000).is_ok());
         assert!(Tensor::new(s.clone(), DType::F32, vec![2], vec![1, 1], 0).is_err());
         assert!(Tensor::new(s, DType::F64, vec![4], vec![1], 0).is_err());
@@ -421,11 +450,17 @@ mod tests {
         let s = storage(f32s(&[0., 1., 2., 3., 4., 5.]), false);
         let t = Tensor::new(s.clone(), DType::F32, vec![3, 2], vec![1, 3], 0).unwrap();
         assert!(!t.is_contiguous());
-        assert_eq!(t.contiguous_bytes().unwrap().as_ref(), f32s(&[0., 3., 1., 4., 2., 5.]));
+        assert_eq!(
+            t.contiguous_bytes().unwrap().as_ref(),
+            f32s(&[0., 3., 1., 4., 2., 5.])
+        );
         let col = Tensor::new(s.clone(), DType::F32, vec![2], vec![3], 1).unwrap();
         assert_eq!(col.contiguous_bytes().unwrap().as_ref(), f32s(&[1., 4.]));
         let exp = Tensor::new(s.clone(), DType::F32, vec![2, 2], vec![0, 1], 4).unwrap();
-        assert_eq!(exp.contiguous_bytes().unwrap().as_ref(), f32s(&[4., 5., 4., 5.]));
+        assert_eq!(
+            exp.contiguous_bytes().unwrap().as_ref(),
+            f32s(&[4., 5., 4., 5.])
+        );
         let scalar = Tensor::new(s, DType::F32, vec![], vec![], 5).unwrap();
         assert!(scalar.is_contiguous());
         assert_eq!(scalar.contiguous_bytes().unwrap().as_ref(), f32s(&[5.]));
@@ -439,7 +474,10 @@ mod tests {
         let s = storage(f32s(&[1.0, 2.0, -3.0, 4.0]), false);
         let mut c = Tensor::new(s.clone(), DType::C64, vec![2], vec![1], 0).unwrap();
         c.conj = true;
-        assert_eq!(c.contiguous_bytes().unwrap().as_ref(), f32s(&[1.0, -2.0, -3.0, -4.0]));
+        assert_eq!(
+            c.contiguous_bytes().unwrap().as_ref(),
+            f32s(&[1.0, -2.0, -3.0, -4.0])
+        );
         let mut n = Tensor::new(s, DType::F32, vec![2], vec![2], 0).unwrap();
         n.neg = true;
         assert_eq!(n.contiguous_bytes().unwrap().as_ref(), f32s(&[-1.0, 3.0]));

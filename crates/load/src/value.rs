@@ -62,7 +62,10 @@ pub struct Dict<'a> {
 impl<'a> Dict<'a> {
     /// The value of a string key.
     pub fn get(&self, key: &str) -> Option<&Value<'a>> {
-        self.items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v)
+        self.items
+            .iter()
+            .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
+            .map(|(_, v)| v)
     }
 }
 
@@ -104,9 +107,11 @@ impl<'a> Value<'a> {
     /// [`key_text`], list/tuple/set positions as indices).
     pub fn children(&self) -> Vec<(String, &Value<'a>)> {
         match self {
-            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => {
-                v.iter().enumerate().map(|(i, x)| (i.to_string(), x)).collect()
-            }
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) | Value::FrozenSet(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| (i.to_string(), x))
+                .collect(),
             Value::Dict(d) => d.items.iter().map(|(k, v)| (key_text(k), v)).collect(),
             _ => Vec::new(),
         }
@@ -125,8 +130,15 @@ impl<'a> Value<'a> {
         // Longest key that is a dotted prefix of the path.
         let mut best: Option<(&str, &Value<'a>)> = None;
         for (k, v) in &children {
-            if let Some(rest) = path.strip_prefix(k.as_str()).and_then(|r| r.strip_prefix('.')) {
-                if best.map_or(true, |(b, _)| rest.len() < b.len()) {
+            if let Some(rest) = path
+                .strip_prefix(k.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+            {
+                let better = match best {
+                    None => true,
+                    Some((b, _)) => rest.len() < b.len(),
+                };
+                if better {
                     best = Some((rest, v));
                 }
             }
@@ -142,7 +154,11 @@ impl<'a> Value<'a> {
     }
 }
 
-fn collect_tensors<'v, 'a>(v: &'v Value<'a>, path: &mut String, out: &mut Vec<(String, &'v Tensor<'a>)>) {
+fn collect_tensors<'v, 'a>(
+    v: &'v Value<'a>,
+    path: &mut String,
+    out: &mut Vec<(String, &'v Tensor<'a>)>,
+) {
     match v {
         Value::Tensor(t) => out.push((path.clone(), t)),
         _ if v.is_container() => {
@@ -189,7 +205,11 @@ fn py_float(f: f64) -> String {
     if f.is_nan() {
         "nan".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "inf".into() } else { "-inf".into() }
+        if f > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
     } else if f == f.trunc() && f.abs() < 1e16 {
         format!("{f:.1}")
     } else {
@@ -230,7 +250,17 @@ fn repr_into(v: &Value<'_>, s: &mut String, max: usize) {
         Value::BigInt(d) => s.push_str(d),
         Value::Float(f) => s.push_str(&py_float(*f)),
         Value::Complex(r, i) => {
-            let _ = write!(s, "({}{}{}j)", py_float(*r), if *i < 0.0 || (*i == 0.0 && i.is_sign_negative()) { "" } else { "+" }, py_float(*i));
+            let _ = write!(
+                s,
+                "({}{}{}j)",
+                py_float(*r),
+                if *i < 0.0 || (*i == 0.0 && i.is_sign_negative()) {
+                    ""
+                } else {
+                    "+"
+                },
+                py_float(*i)
+            );
         }
         Value::Str(t) => py_str_repr(t, s),
         Value::Bytes(b) | Value::ByteArray(b) => {
@@ -255,7 +285,13 @@ fn repr_into(v: &Value<'_>, s: &mut String, max: usize) {
         }
         Value::List(x) => repr_seq(x, "[", "]", s, max),
         Value::Tuple(x) => repr_seq(x, "(", ")", s, max),
-        Value::Set(x) | Value::FrozenSet(x) if x.is_empty() => s.push_str(if matches!(v, Value::Set(_)) { "set()" } else { "frozenset()" }),
+        Value::Set(x) | Value::FrozenSet(x) if x.is_empty() => {
+            s.push_str(if matches!(v, Value::Set(_)) {
+                "set()"
+            } else {
+                "frozenset()"
+            })
+        }
         Value::Set(x) => repr_seq(x, "{", "}", s, max),
         Value::FrozenSet(x) => repr_seq(x, "frozenset({", "})", s, max),
         Value::Dict(d) => {
@@ -289,7 +325,11 @@ fn repr_into(v: &Value<'_>, s: &mut String, max: usize) {
 
 /// Python's `repr()` of a string: single quotes unless the text holds one and no double quote.
 fn py_str_repr(t: &str, s: &mut String) {
-    let q = if t.contains('\'') && !t.contains('"') { '"' } else { '\'' };
+    let q = if t.contains('\'') && !t.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     s.push(q);
     for c in t.chars() {
         match c {
@@ -333,10 +373,16 @@ mod tests {
 
     #[test]
     fn lookup_paths() {
-        let inner = Value::Dict(Dict { class: None, items: vec![(Value::Str("a.b".into()), Value::Int(1))] });
+        let inner = Value::Dict(Dict {
+            class: None,
+            items: vec![(Value::Str("a.b".into()), Value::Int(1))],
+        });
         let root = Value::Dict(Dict {
             class: None,
-            items: vec![(Value::Str("x".into()), inner), (Value::Str("l".into()), Value::List(vec![Value::Int(5)]))],
+            items: vec![
+                (Value::Str("x".into()), inner),
+                (Value::Str("l".into()), Value::List(vec![Value::Int(5)])),
+            ],
         });
         assert!(matches!(root.lookup("x.a.b"), Some(Value::Int(1))));
         assert!(matches!(root.lookup("l.0"), Some(Value::Int(5))));

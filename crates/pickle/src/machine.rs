@@ -548,7 +548,7 @@ impl<'a, 'b> Vm<'a, 'b> {
             (DICT, _) => {
                 let k = self.marker()?;
                 let items = self.pop_from(k)?;
-                if items.len() % 2 != 0 {
+                if !items.len().is_multiple_of(2) {
                     return Err(Stop(IssueKind::OddItems));
                 }
                 let pairs = items.chunks_exact(2).map(|p| (p[0], p[1])).collect();
@@ -765,7 +765,7 @@ impl<'a, 'b> Vm<'a, 'b> {
         if x == len {
             return Ok(());
         }
-        if (len - x) % 2 != 0 {
+        if !(len - x).is_multiple_of(2) {
             return Err(Stop(IssueKind::OddItems));
         }
         let items = self.stack.split_off(x);

@@ -256,11 +256,14 @@ fn scan_litdata(dir: &dyn Dir, opts: &ScanOptions, out: &mut DirScan, handled: &
             litdata::LitdataIssue::PathEscapes { .. } => Code::PathEscape,
             litdata::LitdataIssue::MissingChunk { .. } => Code::ContainerMissingFile,
             litdata::LitdataIssue::Limit { .. } => Code::LimitExceeded,
+            litdata::LitdataIssue::DataSpecImport { .. } => Code::UnknownImport,
             _ => Code::ContainerMalformed,
         };
         let mut f = Finding::new(code, i.message());
-        if i.blocking() {
-            f.blocking = true;
+        f.blocking = i.blocking();
+        if !f.blocking && code == Code::ContainerMalformed {
+            // e.g. a chunk file no index lists: litdata never reads it.
+            f = f.severity(crate::Severity::Low);
         }
         out.container.findings.push(f);
     }

@@ -136,6 +136,10 @@ codes! {
         "The directory container's own structure (DCP .metadata storage_data, litdata index and chunks) could not be followed, so some of its data was not analysed the way the loader reads it.";
     Encrypted = "CG405", "encrypted", High, true,
         "Encrypted data (litdata encrypted chunks) cannot be analysed without the key; it is unverifiable, never safe.";
+    SignatureInvalid = "CG501", "signature-invalid", Critical, true,
+        "--require-signature: the model has no valid signature from the given key (missing signature file, wrong key, a changed, added or missing file, a malformed bundle). Unsigned or tampered is unsafe whatever the contents.";
+    SignatureValid = "CG502", "signature-valid", Info, false,
+        "--require-signature: the model's files match a signature made with the given key.";
     ContainerMissingFile = "CG406", "container-missing-file", Medium, false,
         "The container refers to a file it does not contain (a DCP data file, a DeepSpeed tag, a litdata chunk); loading fails there.";
 }

@@ -194,17 +194,15 @@ pub(crate) fn not_a_pickle(a: &Analysis<'_>) -> bool {
         && !a.issues.iter().any(|i| matches!(i.kind, IssueKind::Limit(_)))
 }
 
-/// The failure may be caused only by where the input was cut (used when probing a prefix).
-fn cut_short(a: &Analysis<'_>) -> bool {
-    a.issues.iter().any(|i| {
-        matches!(
-            i.kind,
-            IssueKind::MissingStop
-                | IssueKind::FrameOverrun { .. }
-                | IssueKind::Decode(OpErrorKind::Truncated)
-                | IssueKind::Decode(OpErrorKind::LengthPastEnd { .. })
-                | IssueKind::Decode(OpErrorKind::LineTooLong(_))
-        )
+/// The failure may be caused only by where the input was cut (used when probing a prefix of
+/// a member `total` bytes long): a length that overruns the whole member is a real failure.
+fn cut_short(a: &Analysis<'_>, total: u64) -> bool {
+    a.issues.iter().any(|i| match &i.kind {
+        IssueKind::MissingStop | IssueKind::Decode(OpErrorKind::Truncated) | IssueKind::Decode(OpErrorKind::LineTooLong(_)) => true,
+        IssueKind::Decode(OpErrorKind::LengthPastEnd { claimed, .. }) | IssueKind::FrameOverrun { claimed, .. } => {
+            (i.offset as u64).saturating_add(*claimed) <= total
+        }
+        _ => false,
     })
 }
 
@@ -245,6 +243,8 @@ fn scan_npy(src: &dyn ReadAt, entry: Option<&str>, opts: &ScanOptions, out: &mut
 
 /// How many bytes of a member to look at first when deciding whether it is a pickle.
 const PROBE: u64 = 256;
+/// The most of a non-pickle member probed.
+const PROBE_MAX: u64 = 1 << 20;
 
 /// Severity of a zip anomaly: `High` where readers can disagree on the content (a bypass
 /// vector), `Medium` for anomalies every reader resolves the same way.
@@ -343,37 +343,61 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
             continue;
         }
         let named_pickle = lname.ends_with(".pkl") || lname.ends_with(".pickle");
-        // Probe a prefix; read the whole member only if it may be a pickle.
+        if named_pickle {
+            match bytes_at(&*body, 0, body.len(), opts.limits.max_pickle_bytes) {
+                Ok(data) => {
+                    let a = analyze(&data, &opts.limits.pickle);
+                    let data_pkl = torch && lname.ends_with("/data.pkl");
+                    let loc = Location { entry: Some(name.clone()), base: 0, persistent_ids_expected: data_pkl, multi_pickle: false };
+                    add_pickle(&a, loc.clone(), opts, out);
+                    if data_pkl {
+                        torch::check_zip_persistent_ids(&a, &zip, &name, &mut out.findings);
+                        torch::check_instantiator(&a, &loc, &mut out.findings);
+                        if out.format != "torchscript" {
+                            torch::merge_weights_only(&mut out.weights_only, torch::weights_only(&a));
+                        }
+                    }
+                }
+                Err(e) => out.findings.push(Finding::new(Code::LimitExceeded, format!("{name}: not analysed: {e}")).entry(name.clone())),
+            }
+            continue;
+        }
+        // Any other member (tensor records, extra files): a pickle hidden there matters only if
+        // unpickling it would import, call or mutate something. Probe a growing prefix, never
+        // more than PROBE_MAX, so tensor data is not read.
         let mut probe = PROBE;
         loop {
             let n = probe.min(body.len());
-            let head = match bytes_at(&*body, 0, n, opts.limits.max_pickle_bytes) {
-                Ok(h) => h,
-                Err(e) => {
-                    out.findings.push(Finding::new(Code::LimitExceeded, format!("{name}: not analysed: {e}")).entry(name.clone()));
-                    break;
-                }
-            };
+            let Ok(head) = bytes_at(&*body, 0, n, opts.limits.max_pickle_bytes) else { break };
             let a = analyze(&head, &opts.limits.pickle);
-            let whole = n == body.len();
-            let nothing = not_a_pickle(&a);
-            if nothing && !named_pickle && (!cut_short(&a) || whole) {
-                break; // unpickling this member would fail before doing anything
-            }
-            if whole {
-                let data_pkl = torch && lname.ends_with("/data.pkl");
-                let loc = Location { entry: Some(name.clone()), base: 0, persistent_ids_expected: data_pkl, multi_pickle: false };
-                add_pickle(&a, loc.clone(), opts, out);
-                if data_pkl {
-                    torch::check_zip_persistent_ids(&a, &zip, &name, &mut out.findings);
-                    torch::check_instantiator(&a, &loc, &mut out.findings);
-                    if out.format != "torchscript" {
-                        torch::merge_weights_only(&mut out.weights_only, torch::weights_only(&a));
+            if hidden_pickle(&a) {
+                // It imports or calls: analyse all of it, whatever its name.
+                if n < body.len() {
+                    if let Ok(all) = bytes_at(&*body, 0, body.len(), opts.limits.max_pickle_bytes) {
+                        let a = analyze(&all, &opts.limits.pickle);
+                        add_pickle(&a, Location { entry: Some(name.clone()), ..Location::default() }, opts, out);
+                        break;
                     }
                 }
+                add_pickle(&a, Location { entry: Some(name.clone()), ..Location::default() }, opts, out);
                 break;
             }
-            probe = if nothing { probe.saturating_mul(8) } else { body.len() };
+            if n == body.len() || !cut_short(&a, body.len()) || n >= PROBE_MAX {
+                break; // unpickling it would fail, or end, without doing anything
+            }
+            probe = probe.saturating_mul(8);
         }
     }
+}
+
+/// Whether a member that is not named as a pickle holds one that matters: unpickling it would
+/// call something, import a known-dangerous name, or it is a complete pickle that imports or
+/// mutates. (Tensor bytes can open like an opcode or even a GLOBAL by chance; they never
+/// complete a pickle, call, or name a dangerous primitive.)
+fn hidden_pickle(a: &Analysis<'_>) -> bool {
+    let complete = a.pickles.first().is_some_and(|p| p.end.is_some());
+    let acts = !(a.imports.is_empty() && a.builds.is_empty() && a.mutations.is_empty());
+    !a.calls.is_empty()
+        || a.imports.iter().any(|i| i.dynamic || policy::danger(&i.module, &i.name).is_some())
+        || (complete && acts)
 }

@@ -414,7 +414,7 @@ fn follow(data: &[u8], name: &str, base: u64, plan: Plan, opts: &ScanOptions, ou
                 fail(out, "the count pickle is missing or not an int".into());
                 break 'walk;
             };
-            if n < 0 || n > 10_000_000 {
+            if !(0..=10_000_000).contains(&n) {
                 fail(out, format!("implausible count {n}"));
                 break 'walk;
             }
