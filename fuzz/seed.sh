@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Seeds each fuzz target's corpus from the committed fixtures (corpora are not committed).
+# Files are named by content hash, so fixtures with the same name do not collide.
 set -euo pipefail
 cd "$(dirname "$0")"
-for t in pickle_ops pickle_machine scan_bytes; do
+add() { # target file...
+  local t=$1; shift
   mkdir -p "corpus/$t"
-  find ../fixtures/pickle -type f ! -name '*.md' ! -name '*.json' -size -64k -exec cp -t "corpus/$t" {} +
-done
-mkdir -p corpus/zip_reader corpus/scan_bytes
-find ../fixtures/containers ../fixtures/pickle -type f \( -name '*.pt' -o -name '*.ckpt' -o -name '*.npz' -o -name '*.tar' \) -size -256k -exec cp -t corpus/zip_reader {} +
-cp corpus/zip_reader/* corpus/scan_bytes/ 2>/dev/null || true
-echo "seeded: $(ls corpus/pickle_machine | wc -l) pickles, $(ls corpus/zip_reader | wc -l) containers"
+  for f in "$@"; do cp "$f" "corpus/$t/$(sha1sum < "$f" | cut -c1-16)"; done
+}
+mapfile -t pickles < <(find ../fixtures/pickle -type f ! -name '*.md' ! -name '*.json' -size -64k)
+mapfile -t containers < <(find ../fixtures/containers ../fixtures/pickle -type f \( -name '*.pt' -o -name '*.ckpt' -o -name '*.npz' -o -name '*.tar' -o -name '*.npy' \) -size -256k)
+add pickle_ops "${pickles[@]}"
+add pickle_machine "${pickles[@]}"
+add zip_reader "${containers[@]}"
+add scan_bytes "${pickles[@]}" "${containers[@]}"
+for t in pickle_ops pickle_machine zip_reader scan_bytes; do echo "$t: $(ls "corpus/$t" | wc -l) seeds"; done

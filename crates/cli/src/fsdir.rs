@@ -26,23 +26,43 @@ impl FsDir {
         let mut errors = Vec::new();
         list(root, "", &mut files, &mut errors, 0);
         files.sort();
-        FsDir { root: root.to_path_buf(), files, errors, counters: Mutex::new(HashMap::new()) }
+        FsDir {
+            root: root.to_path_buf(),
+            files,
+            errors,
+            counters: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Bytes read so far from `rel`.
     pub fn bytes_read(&self, rel: &str) -> u64 {
-        self.counters.lock().ok().and_then(|c| c.get(rel).map(|n| n.load(Ordering::Relaxed))).unwrap_or(0)
+        self.counters
+            .lock()
+            .ok()
+            .and_then(|c| c.get(rel).map(|n| n.load(Ordering::Relaxed)))
+            .unwrap_or(0)
     }
 
     /// Size of `rel` on disk.
     pub fn size(&self, rel: &str) -> u64 {
-        std::fs::metadata(self.root.join(rel)).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(self.root.join(rel))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 
-fn list(dir: &Path, prefix: &str, files: &mut Vec<String>, errors: &mut Vec<(String, String)>, depth: usize) {
+fn list(
+    dir: &Path,
+    prefix: &str,
+    files: &mut Vec<String>,
+    errors: &mut Vec<(String, String)>,
+    depth: usize,
+) {
     if depth > 64 {
-        errors.push((prefix.to_string(), "directory nesting deeper than 64".into()));
+        errors.push((
+            prefix.to_string(),
+            "directory nesting deeper than 64".into(),
+        ));
         return;
     }
     let rd = match std::fs::read_dir(dir) {
@@ -54,14 +74,21 @@ fn list(dir: &Path, prefix: &str, files: &mut Vec<String>, errors: &mut Vec<(Str
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let Ok(ft) = e.file_type() else { continue };
         if ft.is_dir() {
             list(&e.path(), &rel, files, errors, depth + 1);
         } else if ft.is_file() || (ft.is_symlink() && e.path().is_file()) {
             files.push(rel);
         } else if ft.is_symlink() {
-            errors.push((rel, "symlink to a directory or nowhere, not followed inside a checkpoint".into()));
+            errors.push((
+                rel,
+                "symlink to a directory or nowhere, not followed inside a checkpoint".into(),
+            ));
         }
     }
 }
@@ -92,11 +119,17 @@ impl Dir for FsDir {
     }
     fn open(&self, rel: &str) -> std::io::Result<Box<dyn ReadAt + '_>> {
         if !self.files.iter().any(|f| f == rel) {
-            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{rel}: not a file of this directory")));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{rel}: not a file of this directory"),
+            ));
         }
         let m = Mapped::open(&self.root.join(rel))?;
         let n = {
-            let mut c = self.counters.lock().map_err(|_| std::io::Error::other("counter lock poisoned"))?;
+            let mut c = self
+                .counters
+                .lock()
+                .map_err(|_| std::io::Error::other("counter lock poisoned"))?;
             c.entry(rel.to_string()).or_default().clone()
         };
         Ok(Box::new(Counted { m, n }))

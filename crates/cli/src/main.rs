@@ -166,7 +166,10 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn one_line(e: &anyhow::Error) -> String {
@@ -177,7 +180,11 @@ fn one_line(e: &anyhow::Error) -> String {
 /// Finds `ckptguard.toml` in `start` or its ancestors.
 fn find_config(start: &Path) -> Option<PathBuf> {
     let abs = std::path::absolute(start).ok()?;
-    let mut dir = if abs.is_dir() { Some(abs.as_path()) } else { abs.parent() };
+    let mut dir = if abs.is_dir() {
+        Some(abs.as_path())
+    } else {
+        abs.parent()
+    };
     while let Some(d) = dir {
         let c = d.join(FILE_NAME);
         if c.is_file() {
@@ -189,7 +196,8 @@ fn find_config(start: &Path) -> Option<PathBuf> {
 }
 
 fn load_config(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
     Config::parse(&text).with_context(|| format!("invalid config {}", path.display()))
 }
 
@@ -212,7 +220,9 @@ fn scan(a: &ScanArgs) -> Result<i32> {
     }
     let explicit = a.config.as_deref().map(load_config).transpose()?;
     let key_pem = match &a.key {
-        Some(k) => Some(std::fs::read(k).with_context(|| format!("cannot read key '{}'", k.display()))?),
+        Some(k) => {
+            Some(std::fs::read(k).with_context(|| format!("cannot read key '{}'", k.display()))?)
+        }
         None => None,
     };
     if a.signature.is_some() && a.paths.len() > 1 {
@@ -225,7 +235,11 @@ fn scan(a: &ScanArgs) -> Result<i32> {
     let mut configs: Vec<ScanOptions> = Vec::new();
     let mut config_paths: Vec<Option<PathBuf>> = Vec::new();
     for p in &a.paths {
-        let cfg_path = if explicit.is_some() { None } else { find_config(p) };
+        let cfg_path = if explicit.is_some() {
+            None
+        } else {
+            find_config(p)
+        };
         let idx = match config_paths.iter().position(|c| *c == cfg_path) {
             Some(i) => i,
             None => {
@@ -249,28 +263,31 @@ fn scan(a: &ScanArgs) -> Result<i32> {
         }
     }
 
-    let progress = (!a.no_progress && std::io::stderr().is_terminal() && jobs.len() > 20).then(|| {
-        let pb = indicatif::ProgressBar::new(jobs.len() as u64);
-        pb.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} scanning {pos}/{len} {wide_bar} {elapsed}")
+    let progress =
+        (!a.no_progress && std::io::stderr().is_terminal() && jobs.len() > 20).then(|| {
+            let pb = indicatif::ProgressBar::new(jobs.len() as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} scanning {pos}/{len} {wide_bar} {elapsed}",
+                )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        pb
-    });
+            );
+            pb
+        });
     // One file: no thread pool to start.
     let files: Vec<FileReport> = if jobs.len() == 1 {
         let (item, idx) = &jobs[0];
         scan_item(item, &configs[*idx], fail_on)
     } else {
         jobs.par_iter()
-        .flat_map_iter(|(item, idx)| {
-            let r = scan_item(item, &configs[*idx], fail_on);
-            if let Some(pb) = &progress {
-                pb.inc(1);
-            }
-            r
-        })
-        .collect()
+            .flat_map_iter(|(item, idx)| {
+                let r = scan_item(item, &configs[*idx], fail_on);
+                if let Some(pb) = &progress {
+                    pb.inc(1);
+                }
+                r
+            })
+            .collect()
     };
     if let Some(pb) = progress {
         pb.finish_and_clear();
@@ -278,7 +295,10 @@ fn scan(a: &ScanArgs) -> Result<i32> {
     let mut files = files;
     if let Some(pem) = &key_pem {
         for p in &a.paths {
-            let sig = a.signature.clone().unwrap_or_else(|| ckptguard_sign::default_signature_path(p));
+            let sig = a
+                .signature
+                .clone()
+                .unwrap_or_else(|| ckptguard_sign::default_signature_path(p));
             let row = signature_report(p, &sig, pem, fail_on);
             files.retain(|f| f.path != row.path);
             files.push(row);
@@ -292,9 +312,20 @@ fn scan(a: &ScanArgs) -> Result<i32> {
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let color = a.output.is_none() && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let color = a.output.is_none()
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none();
     match a.format {
-        Format::Text => render::text(&report, &mut out, &render::TextOptions { color, globals: a.globals, stats: a.stats, quiet: a.quiet })?,
+        Format::Text => render::text(
+            &report,
+            &mut out,
+            &render::TextOptions {
+                color,
+                globals: a.globals,
+                stats: a.stats,
+                quiet: a.quiet,
+            },
+        )?,
         Format::Json => {
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
@@ -329,15 +360,28 @@ fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> Vec<Fi
 fn scan_container(root: &Path, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
     let dir = fsdir::FsDir::open(root);
     let join = |rel: &str| root.join(rel).display().to_string();
-    let mut out: Vec<FileReport> = dir.errors.iter().map(|(rel, e)| FileReport::error(join(rel), e.clone())).collect();
+    let mut out: Vec<FileReport> = dir
+        .errors
+        .iter()
+        .map(|(rel, e)| FileReport::error(join(rel), e.clone()))
+        .collect();
     match ckptguard_scan::dirs::detect(&dir) {
         Some(kind) => {
             let scan = ckptguard_scan::dirs::scan_dir(&dir, kind, opts);
-            let mut container = FileReport::new(root.display().to_string(), scan.container, 0, 0, fail_on);
-            let files: Vec<FileReport> =
-                scan.files.into_iter().map(|(rel, s)| FileReport::new(join(&rel), s, dir.size(&rel), dir.bytes_read(&rel), fail_on)).collect();
+            let mut container =
+                FileReport::new(root.display().to_string(), scan.container, 0, 0, fail_on);
+            let files: Vec<FileReport> = scan
+                .files
+                .into_iter()
+                .map(|(rel, s)| {
+                    FileReport::new(join(&rel), s, dir.size(&rel), dir.bytes_read(&rel), fail_on)
+                })
+                .collect();
             // The container is as unsafe as the worst file in it.
-            if files.iter().any(|f| f.verdict == ckptguard_scan::Verdict::Unsafe) {
+            if files
+                .iter()
+                .any(|f| f.verdict == ckptguard_scan::Verdict::Unsafe)
+            {
                 container.verdict = ckptguard_scan::Verdict::Unsafe;
                 container.error = Some("a file of this checkpoint is unsafe (see below)".into());
             }
@@ -356,7 +400,12 @@ fn scan_container(root: &Path, opts: &ScanOptions, fail_on: Severity) -> Vec<Fil
 }
 
 /// The `--require-signature` verdict for one model path, reported on its signature file.
-fn signature_report(model: &Path, sig: &Path, public_key_pem: &[u8], fail_on: Severity) -> FileReport {
+fn signature_report(
+    model: &Path,
+    sig: &Path,
+    public_key_pem: &[u8],
+    fail_on: Severity,
+) -> FileReport {
     use ckptguard_scan::{Code, FileScan, Finding};
     let finding = match ckptguard_sign::verify_model(model, sig, public_key_pem, &ckptguard_sign::VerifyOptions::default()) {
         Ok(v) => Finding::new(
@@ -366,13 +415,18 @@ fn signature_report(model: &Path, sig: &Path, public_key_pem: &[u8], fail_on: Se
         Err(e) => Finding::new(Code::SignatureInvalid, format!("signature of {} not valid: {e}", model.display()))
             .help("Obtain the model from its publisher again, or verify with the right public key (ckptguard verify)."),
     };
-    let scan = FileScan { format: "signature".into(), findings: vec![finding], ..FileScan::default() };
+    let scan = FileScan {
+        format: "signature".into(),
+        findings: vec![finding],
+        ..FileScan::default()
+    };
     let size = std::fs::metadata(sig).map(|m| m.len()).unwrap_or(0);
     FileReport::new(sig.display().to_string(), scan, size, size, fail_on)
 }
 
 fn disasm(a: &DisasmArgs) -> Result<i32> {
-    let m = mmap::Mapped::open(&a.file).with_context(|| format!("cannot read '{}'", a.file.display()))?;
+    let m = mmap::Mapped::open(&a.file)
+        .with_context(|| format!("cannot read '{}'", a.file.display()))?;
     let bytes = m.bytes();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let limits = ckptguard_pickle::Limits::default();
@@ -398,7 +452,15 @@ fn codes(one: Option<&str>) -> Result<i32> {
     };
     let mut out = std::io::stdout().lock();
     for c in list {
-        writeln!(out, "{} {} ({}{})\n    {}\n", c.id(), c.slug(), c.severity().as_str(), if c.blocking() { ", blocking" } else { "" }, c.description())?;
+        writeln!(
+            out,
+            "{} {} ({}{})\n    {}\n",
+            c.id(),
+            c.slug(),
+            c.severity().as_str(),
+            if c.blocking() { ", blocking" } else { "" },
+            c.description()
+        )?;
     }
     Ok(0)
 }

@@ -21,7 +21,10 @@ impl Mapped {
         let f = File::open(path)?;
         let meta = f.metadata()?;
         if !meta.is_file() {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
         }
         if meta.len() == 0 {
             return Ok(Mapped { map: None });

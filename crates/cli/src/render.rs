@@ -55,7 +55,13 @@ pub fn text(r: &Report, out: &mut dyn Write, o: &TextOptions) -> Result<()> {
         if o.quiet && matches!(f.verdict, Verdict::Safe | Verdict::Skipped) {
             continue;
         }
-        write!(out, "{} {}  ({}", paint.verdict(f.verdict), f.path, f.format)?;
+        write!(
+            out,
+            "{} {}  ({}",
+            paint.verdict(f.verdict),
+            f.path,
+            f.format
+        )?;
         if o.stats {
             write!(out, ", {} bytes, {} read", f.size, f.bytes_read)?;
         }
@@ -68,7 +74,14 @@ pub fn text(r: &Report, out: &mut dyn Write, o: &TextOptions) -> Result<()> {
             if !strong && f.verdict == Verdict::Safe && x.severity == Severity::Info {
                 continue;
             }
-            writeln!(out, "  {} {} {}: {}", paint.severity(x.severity), x.code, x.name, x.message)?;
+            writeln!(
+                out,
+                "  {} {} {}: {}",
+                paint.severity(x.severity),
+                x.code,
+                x.name,
+                x.message
+            )?;
             if let Some(c) = &x.call {
                 writeln!(out, "           call:  {c}")?;
             } else if let Some(g) = &x.global {
@@ -192,7 +205,9 @@ pub fn sarif(r: &Report) -> Value {
     let mut results = Vec::new();
     for f in &r.files {
         for x in &f.findings {
-            let Some(code) = Code::parse(&x.code) else { continue };
+            let Some(code) = Code::parse(&x.code) else {
+                continue;
+            };
             let idx = used.iter().position(|c| *c == code).unwrap_or(0);
             let mut text = x.message.clone();
             if let Some(c) = &x.call {
@@ -208,7 +223,8 @@ pub fn sarif(r: &Report) -> Value {
             if let (None, Some(o)) = (&x.entry, x.offset) {
                 region["byteOffset"] = json!(o);
             }
-            let mut props = json!({ "severity": x.severity.as_str(), "verdict": f.verdict.as_str() });
+            let mut props =
+                json!({ "severity": x.severity.as_str(), "verdict": f.verdict.as_str() });
             if let Some(g) = &x.global {
                 props["global"] = json!(g);
             }
@@ -249,7 +265,10 @@ pub fn sarif(r: &Report) -> Value {
 
 /// The pickle streams of a file for `disasm`: the file itself, an npy body, or zip members
 /// that are pickles (or the named member).
-pub fn pickle_streams<'a>(bytes: &'a [u8], entry: Option<&str>) -> Result<Vec<(String, Cow<'a, [u8]>)>> {
+pub fn pickle_streams<'a>(
+    bytes: &'a [u8],
+    entry: Option<&str>,
+) -> Result<Vec<(String, Cow<'a, [u8]>)>> {
     let src: &[u8] = bytes;
     match sniff(&src)? {
         Sniffed::Zip => {
@@ -278,7 +297,10 @@ pub fn pickle_streams<'a>(bytes: &'a [u8], entry: Option<&str>) -> Result<Vec<(S
         }
         Sniffed::Npy => {
             let h = ckptguard_formats::npy::parse_header(&src)?;
-            Ok(vec![("npy body".into(), Cow::Borrowed(&bytes[h.body_offset as usize..]))])
+            Ok(vec![(
+                "npy body".into(),
+                Cow::Borrowed(&bytes[h.body_offset as usize..]),
+            )])
         }
         _ => Ok(vec![("pickle".into(), Cow::Borrowed(bytes))]),
     }

@@ -38,7 +38,10 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            let why = if std::fs::symlink_metadata(path).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            let why = if std::fs::symlink_metadata(path)
+                .map(|m| m.file_type().is_symlink())
+                .unwrap_or(false)
+            {
                 format!("broken or looping symlink: {e}")
             } else {
                 format!("cannot read: {e}")
@@ -52,22 +55,34 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
         return;
     }
     if !meta.is_dir() {
-        out.push(Item::Error(path.to_path_buf(), "not a regular file or directory".into()));
+        out.push(Item::Error(
+            path.to_path_buf(),
+            "not a regular file or directory".into(),
+        ));
         return;
     }
     if depth > MAX_DEPTH {
-        out.push(Item::Error(path.to_path_buf(), format!("directory nesting deeper than {MAX_DEPTH}")));
+        out.push(Item::Error(
+            path.to_path_buf(),
+            format!("directory nesting deeper than {MAX_DEPTH}"),
+        ));
         return;
     }
     let canon = match std::fs::canonicalize(path) {
         Ok(c) => c,
         Err(e) => {
-            out.push(Item::Error(path.to_path_buf(), format!("cannot resolve: {e}")));
+            out.push(Item::Error(
+                path.to_path_buf(),
+                format!("cannot resolve: {e}"),
+            ));
             return;
         }
     };
     if !seen.insert(canon.clone()) {
-        out.push(Item::Error(path.to_path_buf(), format!("symlink loop: {} was already visited", canon.display())));
+        out.push(Item::Error(
+            path.to_path_buf(),
+            format!("symlink loop: {} was already visited", canon.display()),
+        ));
         return;
     }
     if looks_like_container(path) {
@@ -78,7 +93,10 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
     let entries = match std::fs::read_dir(path) {
         Ok(rd) => rd,
         Err(e) => {
-            out.push(Item::Error(path.to_path_buf(), format!("cannot list directory: {e}")));
+            out.push(Item::Error(
+                path.to_path_buf(),
+                format!("cannot list directory: {e}"),
+            ));
             return;
         }
     };
@@ -86,7 +104,10 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
     for e in entries {
         match e {
             Ok(e) => children.push(e.path()),
-            Err(e) => out.push(Item::Error(path.to_path_buf(), format!("cannot list directory: {e}"))),
+            Err(e) => out.push(Item::Error(
+                path.to_path_buf(),
+                format!("cannot list directory: {e}"),
+            )),
         }
     }
     children.sort();
@@ -99,11 +120,17 @@ fn visit(path: &Path, seen: &mut HashSet<PathBuf>, out: &mut Vec<Item>, depth: u
 /// A cheap look at a directory's own entries: does it hold the marker file of a DCP checkpoint,
 /// a DeepSpeed checkpoint or a litdata dataset? The core decides for certain.
 fn looks_like_container(dir: &Path) -> bool {
-    let Ok(rd) = std::fs::read_dir(dir) else { return false };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
     rd.flatten().any(|e| {
         let n = e.file_name();
         let n = n.to_string_lossy();
-        n == ".metadata" || n == "latest" || n == "index.json" || n.ends_with(".index.json") || n == "zero_to_fp32.py"
+        n == ".metadata"
+            || n == "latest"
+            || n == "index.json"
+            || n.ends_with(".index.json")
+            || n == "zero_to_fp32.py"
     })
 }
 
@@ -116,7 +143,12 @@ pub fn collect_children(root: &Path) -> Vec<Item> {
     }
     let mut children: Vec<PathBuf> = match std::fs::read_dir(root) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
-        Err(e) => return vec![Item::Error(root.to_path_buf(), format!("cannot list directory: {e}"))],
+        Err(e) => {
+            return vec![Item::Error(
+                root.to_path_buf(),
+                format!("cannot list directory: {e}"),
+            )]
+        }
     };
     children.sort();
     for c in children {

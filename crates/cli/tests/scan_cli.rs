@@ -5,11 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn ckptguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ckptguard")).args(args).current_dir(root()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_ckptguard"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -20,13 +27,15 @@ fn json_scan(args: &[&str]) -> (i32, serde_json::Value) {
     let mut a = vec!["scan", "--format", "json"];
     a.extend_from_slice(args);
     let o = ckptguard(&a);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&o)));
     (o.status.code().unwrap(), v)
 }
 
 /// Every fixture in a manifest gets the verdict the manifest expects.
 fn check_manifest(manifest: &str, dir: &str) {
-    let m: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(root().join(manifest)).unwrap()).unwrap();
+    let m: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(root().join(manifest)).unwrap()).unwrap();
     assert!(m.len() > 10, "manifest {manifest} is nearly empty");
     let (code, report) = json_scan(&[dir]);
     assert_eq!(code, 1, "the fixture tree holds unsafe files");
@@ -51,11 +60,26 @@ fn check_manifest(manifest: &str, dir: &str) {
             "safe"
         };
         if verdict != expect {
-            let why: Vec<String> = got.iter().flat_map(|f| f["findings"].as_array().unwrap().iter().map(|x| format!("{} {}", x["code"], x["message"]))).take(4).collect();
+            let why: Vec<String> = got
+                .iter()
+                .flat_map(|f| {
+                    f["findings"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| format!("{} {}", x["code"], x["message"]))
+                })
+                .take(4)
+                .collect();
             wrong.push(format!("{path}: expected {expect}, got {verdict}: {why:?}"));
         }
     }
-    assert!(wrong.is_empty(), "{} wrong verdicts:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong verdicts:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -81,7 +105,12 @@ fn dcp_relative_path_escape_is_critical() {
 fn deepspeed_latest_traversal_and_shipped_script() {
     let (code, r) = json_scan(&["fixtures/containers/deepspeed/mal_latest_traversal/model.ckpt"]);
     assert_eq!(code, 1);
-    let codes: Vec<&str> = r["files"][0]["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap()).collect();
+    let codes: Vec<&str> = r["files"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
     assert_eq!(codes, ["CG402", "CG403"]);
     // The benign DeepSpeed directory: the script is a warning, not a failure.
     let (code, r) = json_scan(&["fixtures/containers/deepspeed/benign/model.ckpt"]);
@@ -96,23 +125,42 @@ fn torch_zip_bytes_read_stay_small_and_weights_only_is_reported() {
     assert_eq!(f["format"], "torch-zip");
     let w = &f["weights_only"];
     assert_eq!(w["accepted"], false);
-    let needs: Vec<&str> = w["needs_safe_globals"].as_array().unwrap().iter().map(|g| g.as_str().unwrap()).collect();
-    assert!(needs.contains(&"argparse.Namespace") && needs.contains(&"numpy.dtypes.Float64DType"), "{needs:?}");
+    let needs: Vec<&str> = w["needs_safe_globals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert!(
+        needs.contains(&"argparse.Namespace") && needs.contains(&"numpy.dtypes.Float64DType"),
+        "{needs:?}"
+    );
     let (_, r) = json_scan(&["fixtures/containers/torch_zip/benign_state_dict.pt"]);
     assert_eq!(r["files"][0]["weights_only"]["accepted"], true);
 }
 
 #[test]
 fn torchscript_is_unsafe_even_at_fail_on_critical() {
-    let (code, r) = json_scan(&["--fail-on", "critical", "fixtures/containers/torchscript/scripted_module.pt"]);
+    let (code, r) = json_scan(&[
+        "--fail-on",
+        "critical",
+        "fixtures/containers/torchscript/scripted_module.pt",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(r["files"][0]["format"], "torchscript");
-    assert!(r["files"][0]["findings"].as_array().unwrap().iter().any(|f| f["code"] == "CG312"));
+    assert!(r["files"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["code"] == "CG312"));
 }
 
 #[test]
 fn unsafe_file_text_output_names_the_call() {
-    let o = ckptguard(&["scan", "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl"]);
+    let o = ckptguard(&[
+        "scan",
+        "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let s = stdout(&o);
     assert!(s.starts_with("UNSAFE "), "{s}");
@@ -132,7 +180,10 @@ fn safe_file_exits_zero() {
 
 #[test]
 fn json_schema_fields() {
-    let (code, r) = json_scan(&["fixtures/pickle/malicious/opcode/inst_opcode.pkl", "fixtures/pickle/benign/plain/plain_data_p2.pkl"]);
+    let (code, r) = json_scan(&[
+        "fixtures/pickle/malicious/opcode/inst_opcode.pkl",
+        "fixtures/pickle/benign/plain/plain_data_p2.pkl",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(r["schema_version"], 1);
     assert_eq!(r["tool"]["name"], "ckptguard");
@@ -145,7 +196,9 @@ fn json_schema_fields() {
     let f = &r["files"][1];
     assert_eq!(f["verdict"], "unsafe");
     let x = &f["findings"][0];
-    for k in ["code", "name", "severity", "message", "offset", "global", "call"] {
+    for k in [
+        "code", "name", "severity", "message", "offset", "global", "call",
+    ] {
         assert!(!x[k].is_null(), "finding field {k} missing: {x}");
     }
     assert!(f["size"].as_u64().unwrap() > 0);
@@ -176,7 +229,11 @@ fn config_allows_a_global_and_bad_config_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("custom.pkl");
     std::fs::write(&p, b"\x80\x02cmypkg.models\nNet\n)R.").unwrap();
-    std::fs::write(dir.path().join("ckptguard.toml"), "[allow]\nglobals = [\"mypkg.models.Net\"]\n").unwrap();
+    std::fs::write(
+        dir.path().join("ckptguard.toml"),
+        "[allow]\nglobals = [\"mypkg.models.Net\"]\n",
+    )
+    .unwrap();
     let (code, r) = json_scan(&[p.to_str().unwrap()]);
     assert_eq!(code, 0, "{r}");
     // os.system stays unsafe whatever the config adds.
@@ -196,10 +253,16 @@ fn usage_errors_exit_2_with_one_line() {
     let o = ckptguard(&["scan", "no/such/file.pkl"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no/such/file.pkl") && err.contains("No such file"), "{err}");
+    assert!(
+        err.contains("no/such/file.pkl") && err.contains("No such file"),
+        "{err}"
+    );
     assert_eq!(err.trim_end().lines().count(), 1);
     assert_eq!(ckptguard(&["scan"]).status.code(), Some(2));
-    assert_eq!(ckptguard(&["scan", "--format", "xml", "x"]).status.code(), Some(2));
+    assert_eq!(
+        ckptguard(&["scan", "--format", "xml", "x"]).status.code(),
+        Some(2)
+    );
     assert_eq!(ckptguard(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(ckptguard(&["codes", "CG999"]).status.code(), Some(2));
 }
@@ -209,7 +272,11 @@ fn directories_are_deterministic_and_survive_loops_and_junk() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("b/c")).unwrap();
-    std::fs::write(d.join("b/c/evil.pkl"), b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.").unwrap();
+    std::fs::write(
+        d.join("b/c/evil.pkl"),
+        b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.",
+    )
+    .unwrap();
     std::fs::write(d.join("a.pkl"), b"\x80\x02K\x01.").unwrap();
     std::fs::write(d.join("README.md"), b"# just text\n").unwrap();
     #[cfg(unix)]
@@ -223,7 +290,17 @@ fn directories_are_deterministic_and_survive_loops_and_junk() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["path"].as_str().unwrap().strip_prefix(d.to_str().unwrap()).unwrap().to_string(), f["verdict"].as_str().unwrap().to_string()))
+        .map(|f| {
+            (
+                f["path"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix(d.to_str().unwrap())
+                    .unwrap()
+                    .to_string(),
+                f["verdict"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     let expect: Vec<(&str, &str)> = vec![
         ("/README.md", "skipped"),
@@ -232,7 +309,10 @@ fn directories_are_deterministic_and_survive_loops_and_junk() {
         ("/b/loop", "error"),
         ("/dangling", "error"),
     ];
-    let got: Vec<(&str, &str)> = verdicts.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let got: Vec<(&str, &str)> = verdicts
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     assert_eq!(got, expect);
     let (_, again) = json_scan(&[d.to_str().unwrap()]);
     assert_eq!(r, again, "same input, same report");
@@ -240,7 +320,11 @@ fn directories_are_deterministic_and_survive_loops_and_junk() {
 
 #[test]
 fn globals_flag_lists_imports() {
-    let o = ckptguard(&["scan", "--globals", "fixtures/pickle/benign/plain/plain_data_p2.pkl"]);
+    let o = ckptguard(&[
+        "scan",
+        "--globals",
+        "fixtures/pickle/benign/plain/plain_data_p2.pkl",
+    ]);
     let s = stdout(&o);
     assert!(s.contains("globals:"), "{s}");
     assert!(s.contains("collections.OrderedDict"), "{s}");
@@ -248,7 +332,10 @@ fn globals_flag_lists_imports() {
 
 #[test]
 fn disasm_annotates_symbolically() {
-    let o = ckptguard(&["disasm", "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl"]);
+    let o = ckptguard(&[
+        "disasm",
+        "fixtures/pickle/malicious/opcode/memo_dup_pop_memoize.pkl",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let s = stdout(&o);
     assert!(s.contains("STACK_GLOBAL"), "{s}");
@@ -284,7 +371,11 @@ fn require_signature_makes_unsigned_or_tampered_unsafe() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
     std::fs::create_dir(&model).unwrap();
-    std::fs::copy(root().join("fixtures/containers/torch_zip/benign_state_dict.pt"), model.join("weights.pt")).unwrap();
+    std::fs::copy(
+        root().join("fixtures/containers/torch_zip/benign_state_dict.pt"),
+        model.join("weights.pt"),
+    )
+    .unwrap();
     let key = dir.path().join("key");
     let k = key.to_str().unwrap();
     assert_eq!(ckptguard(&["keygen", "-o", k]).status.code(), Some(0));
@@ -293,11 +384,21 @@ fn require_signature_makes_unsigned_or_tampered_unsafe() {
     // Unsigned: unsafe although the weights are clean.
     let (code, r) = json_scan(&["--require-signature", "--key", &pubkey, m]);
     assert_eq!(code, 1, "{r}");
-    let sig_row = r["files"].as_array().unwrap().iter().find(|f| f["format"] == "signature").unwrap();
+    let sig_row = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["format"] == "signature")
+        .unwrap();
     assert_eq!(sig_row["findings"][0]["code"], "CG501");
     // Signed: safe.
     let o = ckptguard(&["sign", "--key", &format!("{k}.pem"), m]);
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let (code, r) = json_scan(&["--require-signature", "--key", &pubkey, m]);
     assert_eq!(code, 0, "{r}");
     // Tampered: one byte flipped.
@@ -307,8 +408,19 @@ fn require_signature_makes_unsigned_or_tampered_unsafe() {
     std::fs::write(model.join("weights.pt"), w).unwrap();
     let (code, r) = json_scan(&["--require-signature", "--key", &pubkey, m]);
     assert_eq!(code, 1, "{r}");
-    let msg = r["files"].as_array().unwrap().iter().find(|f| f["format"] == "signature").unwrap()["findings"][0]["message"].as_str().unwrap().to_string();
+    let msg = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["format"] == "signature")
+        .unwrap()["findings"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(msg.contains("weights.pt"), "{msg}");
     // --key without --require-signature is a usage error.
-    assert_eq!(ckptguard(&["scan", "--key", &pubkey, m]).status.code(), Some(2));
+    assert_eq!(
+        ckptguard(&["scan", "--key", &pubkey, m]).status.code(),
+        Some(2)
+    );
 }

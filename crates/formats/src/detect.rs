@@ -24,13 +24,15 @@ pub fn sniff(src: &dyn ReadAt) -> std::io::Result<Sniffed> {
     let n = src.len().min(512) as usize;
     src.read_exact_at(0, &mut head[..n])?;
     let head = &head[..n];
-    Ok(if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        Sniffed::Zip
-    } else if head.starts_with(crate::npy::MAGIC) {
-        Sniffed::Npy
-    } else if crate::tar::is_header(head) {
-        Sniffed::Tar
-    } else {
-        Sniffed::Pickle
-    })
+    Ok(
+        if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+            Sniffed::Zip
+        } else if head.starts_with(crate::npy::MAGIC) {
+            Sniffed::Npy
+        } else if crate::tar::is_header(head) {
+            Sniffed::Tar
+        } else {
+            Sniffed::Pickle
+        },
+    )
 }

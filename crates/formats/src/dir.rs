@@ -47,7 +47,9 @@ impl Dir for MemDir {
         self.files
             .get(rel)
             .map(|v| Box::new(v.as_slice()) as Box<dyn ReadAt>)
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{rel}: no such file")))
+            .ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, format!("{rel}: no such file"))
+            })
     }
 }
 
@@ -60,7 +62,16 @@ mod tests {
         for ok in ["a", "a/b.distcp", "__0_0.distcp", "x..y"] {
             assert!(is_contained(ok), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a\\..\\x", "C:\\x", "\\\\srv\\x", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\\..\\x",
+            "C:\\x",
+            "\\\\srv\\x",
+            "a\0b",
+        ] {
             assert!(!is_contained(bad), "{bad}");
         }
     }

@@ -1,7 +1,7 @@
 //! Random-access byte sources. The core never opens paths: front ends hand it a [`ReadAt`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// A random-access source of bytes: a file, an mmap, a slice of a bigger source, or memory.
@@ -26,7 +26,12 @@ pub trait ReadAt: Send + Sync {
 
 /// `[offset, offset + len)` of `src`, borrowed when possible, else read — after checking the
 /// range against the source and against `max` (no allocation for an impossible length).
-pub fn bytes_at(src: &dyn ReadAt, offset: u64, len: u64, max: u64) -> std::io::Result<Cow<'_, [u8]>> {
+pub fn bytes_at(
+    src: &dyn ReadAt,
+    offset: u64,
+    len: u64,
+    max: u64,
+) -> std::io::Result<Cow<'_, [u8]>> {
     if len > max {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -59,7 +64,10 @@ pub fn read_vec(src: &dyn ReadAt, offset: u64, len: u64) -> std::io::Result<Vec<
 }
 
 pub(crate) fn eof() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read past the end of the source")
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "read past the end of the source",
+    )
 }
 
 fn slice_read(data: &[u8], offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
@@ -174,7 +182,10 @@ pub struct Counting<R> {
 impl<R: ReadAt> Counting<R> {
     /// Wraps `inner`, starting the count at zero.
     pub fn new(inner: R) -> Self {
-        Self { inner, read: AtomicU64::new(0) }
+        Self {
+            inner,
+            read: AtomicU64::new(0),
+        }
     }
     /// Bytes read so far.
     pub fn bytes_read(&self) -> u64 {

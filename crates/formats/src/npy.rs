@@ -88,14 +88,18 @@ pub enum NpyError {
 pub fn parse_header(src: &dyn ReadAt) -> Result<NpyHeader, NpyError> {
     let mut pre = [0u8; 12];
     let n = src.len().min(12) as usize;
-    src.read_exact_at(0, &mut pre[..n]).map_err(|_| NpyError::NoMagic)?;
+    src.read_exact_at(0, &mut pre[..n])
+        .map_err(|_| NpyError::NoMagic)?;
     if n < 10 || &pre[..6] != MAGIC {
         return Err(NpyError::NoMagic);
     }
     let (major, minor) = (pre[6], pre[7]);
     let (hlen, start) = match major {
         1 => (u64::from(u16::from_le_bytes([pre[8], pre[9]])), 10u64),
-        2 | 3 if n >= 12 => (u64::from(u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]])), 12u64),
+        2 | 3 if n >= 12 => (
+            u64::from(u32::from_le_bytes([pre[8], pre[9], pre[10], pre[11]])),
+            12u64,
+        ),
         _ => return Err(NpyError::Version(major, minor)),
     };
     if hlen > MAX_HEADER || start + hlen > src.len() {
@@ -107,14 +111,25 @@ pub fn parse_header(src: &dyn ReadAt) -> Result<NpyHeader, NpyError> {
     } else {
         raw.iter().map(|&b| char::from(b)).collect()
     };
-    let mut p = Parser { s: text.trim_end().as_bytes(), i: 0, depth: 0 };
+    let mut p = Parser {
+        s: text.trim_end().as_bytes(),
+        i: 0,
+        depth: 0,
+    };
     let lit = p.value()?;
     p.ws();
     if p.i != p.s.len() {
         return Err(NpyError::Syntax(format!("unexpected text at {}", p.i)));
     }
-    let Literal::Dict(items) = lit else { return Err(NpyError::Syntax("not a dict".into())) };
-    let get = |k: &str| items.iter().find(|(key, _)| *key == Literal::Str(k.into())).map(|(_, v)| v);
+    let Literal::Dict(items) = lit else {
+        return Err(NpyError::Syntax("not a dict".into()));
+    };
+    let get = |k: &str| {
+        items
+            .iter()
+            .find(|(key, _)| *key == Literal::Str(k.into()))
+            .map(|(_, v)| v)
+    };
     let descr = get("descr").cloned().ok_or(NpyError::Key("descr"))?;
     let fortran_order = match get("fortran_order") {
         Some(Literal::Bool(b)) => *b,
@@ -130,7 +145,13 @@ pub fn parse_header(src: &dyn ReadAt) -> Result<NpyHeader, NpyError> {
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err(NpyError::Key("shape")),
     };
-    Ok(NpyHeader { version: (major, minor), descr, fortran_order, shape, body_offset: start + hlen })
+    Ok(NpyHeader {
+        version: (major, minor),
+        descr,
+        fortran_order,
+        shape,
+        body_offset: start + hlen,
+    })
 }
 
 struct Parser<'a> {
@@ -180,7 +201,10 @@ impl Parser<'_> {
             return Err(self.err("nesting too deep"));
         }
         self.ws();
-        let c = *self.s.get(self.i).ok_or_else(|| self.err("unexpected end"))?;
+        let c = *self
+            .s
+            .get(self.i)
+            .ok_or_else(|| self.err("unexpected end"))?;
         let v = match c {
             b'{' => {
                 self.i += 1;
@@ -236,10 +260,14 @@ impl Parser<'_> {
             b'-' | b'0'..=b'9' => {
                 let start = self.i;
                 self.i += 1;
-                while self.i < self.s.len() && (self.s[self.i].is_ascii_digit() || self.s[self.i] == b'L') {
+                while self.i < self.s.len()
+                    && (self.s[self.i].is_ascii_digit() || self.s[self.i] == b'L')
+                {
                     self.i += 1;
                 }
-                let t = std::str::from_utf8(&self.s[start..self.i]).unwrap_or("").trim_end_matches('L');
+                let t = std::str::from_utf8(&self.s[start..self.i])
+                    .unwrap_or("")
+                    .trim_end_matches('L');
                 Literal::Int(t.parse().map_err(|_| self.err("bad integer"))?)
             }
             _ => {
@@ -276,20 +304,32 @@ mod tests {
 
     #[test]
     fn parses_plain_and_object() {
-        let h = parse_header(&npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }          \n")).unwrap();
+        let h = parse_header(&npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }          \n",
+        ))
+        .unwrap();
         assert_eq!(h.shape, vec![3, 4]);
         assert!(!h.has_object());
-        let h = parse_header(&npy("{'descr': '|O', 'fortran_order': False, 'shape': (2,), }\n")).unwrap();
+        let h = parse_header(&npy(
+            "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }\n",
+        ))
+        .unwrap();
         assert!(h.has_object());
         assert_eq!(h.shape, vec![2]);
-        let h = parse_header(&npy("{'descr': [('a', '<i4'), ('b', '|O')], 'fortran_order': True, 'shape': (), }\n")).unwrap();
+        let h = parse_header(&npy(
+            "{'descr': [('a', '<i4'), ('b', '|O')], 'fortran_order': True, 'shape': (), }\n",
+        ))
+        .unwrap();
         assert!(h.has_object());
         assert!(h.fortran_order);
     }
 
     #[test]
     fn rejects_malformed() {
-        assert_eq!(parse_header(&b"\x93NUMPX\x01\x00".to_vec()), Err(NpyError::NoMagic));
+        assert_eq!(
+            parse_header(&b"\x93NUMPX\x01\x00".to_vec()),
+            Err(NpyError::NoMagic)
+        );
         assert!(parse_header(&npy("{'descr': '<f4'")).is_err());
         assert!(parse_header(&npy("{'descr': '<f4', 'shape': (3,)}")).is_err());
         let mut v = MAGIC.to_vec();

@@ -60,7 +60,9 @@ pub fn is_header(block: &[u8]) -> bool {
     if block.len() < 512 || block.iter().all(|&b| b == 0) {
         return false;
     }
-    let Some(stored) = octal(&block[148..156]) else { return false };
+    let Some(stored) = octal(&block[148..156]) else {
+        return false;
+    };
     let mut unsigned: u64 = 0;
     let mut signed: i64 = 0;
     for (i, &b) in block[..512].iter().enumerate() {
@@ -77,7 +79,11 @@ fn name_of(block: &[u8]) -> String {
         String::from_utf8_lossy(&f[..end]).into_owned()
     };
     let name = cut(&block[0..100]);
-    let prefix = if &block[257..262] == b"ustar" { cut(&block[345..500]) } else { String::new() };
+    let prefix = if &block[257..262] == b"ustar" {
+        cut(&block[345..500])
+    } else {
+        String::new()
+    };
     if prefix.is_empty() {
         name
     } else {
@@ -111,7 +117,8 @@ pub fn members(src: &dyn ReadAt, max_members: usize) -> Result<Vec<TarMember>, T
     let mut first = true;
     let mut block = [0u8; 512];
     while pos + 512 <= len {
-        src.read_exact_at(pos, &mut block).map_err(|e| TarError::Io(e.to_string()))?;
+        src.read_exact_at(pos, &mut block)
+            .map_err(|e| TarError::Io(e.to_string()))?;
         if block.iter().all(|&b| b == 0) {
             break; // end-of-archive marker
         }
@@ -135,7 +142,8 @@ pub fn members(src: &dyn ReadAt, max_members: usize) -> Result<Vec<TarMember>, T
                     return Err(TarError::Header(pos, "extended header too large"));
                 }
                 let mut buf = vec![0u8; size as usize];
-                src.read_exact_at(data, &mut buf).map_err(|e| TarError::Io(e.to_string()))?;
+                src.read_exact_at(data, &mut buf)
+                    .map_err(|e| TarError::Io(e.to_string()))?;
                 pending_name = if block[156] == b'x' {
                     pax_path(&buf)
                 } else {
@@ -149,7 +157,11 @@ pub fn members(src: &dyn ReadAt, max_members: usize) -> Result<Vec<TarMember>, T
                     return Err(TarError::TooMany(max_members));
                 }
                 let name = pending_name.take().unwrap_or_else(|| name_of(&block));
-                out.push(TarMember { name, offset: data, size });
+                out.push(TarMember {
+                    name,
+                    offset: data,
+                    size,
+                });
             }
             _ => {
                 pending_name = None;

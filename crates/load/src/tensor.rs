@@ -83,10 +83,21 @@ impl<'a> Storage<'a> {
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "read past the end of a storage")
             })?;
-        let short = || io::Error::new(io::ErrorKind::InvalidData, "storage bytes shorter than declared");
+        let short = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "storage bytes shorter than declared",
+            )
+        };
         match &self.data {
-            Data::Borrowed(b) => b.get(offset as usize..end as usize).map(Cow::Borrowed).ok_or_else(short),
-            Data::Owned(v) => v.get(offset as usize..end as usize).map(Cow::Borrowed).ok_or_else(short),
+            Data::Borrowed(b) => b
+                .get(offset as usize..end as usize)
+                .map(Cow::Borrowed)
+                .ok_or_else(short),
+            Data::Owned(v) => v
+                .get(offset as usize..end as usize)
+                .map(Cow::Borrowed)
+                .ok_or_else(short),
             Data::Source(src) => {
                 let base = self.source_offset.unwrap_or(0);
                 let n = usize::try_from(len)

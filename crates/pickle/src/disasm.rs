@@ -47,7 +47,11 @@ pub fn format_listing(lines: &[Line], a: &Analysis<'_>) -> String {
     let mut out = String::new();
     for l in lines {
         let indent = "  ".repeat(l.depth.min(20));
-        let _ = write!(out, "{:>8}: {indent}{:<16} {:<24}", l.offset, l.opcode, l.arg);
+        let _ = write!(
+            out,
+            "{:>8}: {indent}{:<16} {:<24}",
+            l.offset, l.opcode, l.arg
+        );
         let _ = write!(out, " [{}]", l.effect);
         if let Some(v) = &l.value {
             let _ = write!(out, " -> {v}");

@@ -28,7 +28,7 @@ mod text;
 pub mod value;
 
 pub use machine::{analyze, analyze_pickle_at, analyze_traced, PickleEnd};
-pub use ops::{Opcode, OpErrorKind};
+pub use ops::{OpErrorKind, Opcode};
 pub use value::{ByteData, CallKind, ObjId, Object, Value};
 
 /// Bounds that turn hostile input into an [`Issue`] in bounded time and memory.
@@ -231,7 +231,10 @@ impl Issue {
         use IssueKind::*;
         match &self.kind {
             Decode(k) => {
-                let e = ops::OpError { offset: self.offset, kind: k.clone() };
+                let e = ops::OpError {
+                    offset: self.offset,
+                    kind: k.clone(),
+                };
                 e.to_string()
             }
             MissingStop => format!("stream ends at {} before STOP", self.offset),
@@ -239,7 +242,10 @@ impl Issue {
             NoMark => format!("opcode at {} needs a MARK and there is none", self.offset),
             MemoMissing(i) => format!("memo index {i} read at {} was never stored", self.offset),
             WrongType { expected, found } => {
-                format!("opcode at {} expects {expected}, found {found}", self.offset)
+                format!(
+                    "opcode at {} expects {expected}, found {found}",
+                    self.offset
+                )
             }
             UnsupportedProtocol(p) => format!("unsupported pickle protocol {p} at {}", self.offset),
             BadText(what) => format!("invalid {what} at {}", self.offset),
@@ -255,7 +261,10 @@ impl Issue {
             OddItems => format!("odd number of items for a dict at {}", self.offset),
             Limit(which) => format!("limit on {which} reached at {}", self.offset),
             TrailingData { len } => {
-                format!("{len} bytes after the last STOP (at {}) are not a pickle", self.offset)
+                format!(
+                    "{len} bytes after the last STOP (at {}) are not a pickle",
+                    self.offset
+                )
             }
         }
     }
@@ -332,7 +341,10 @@ impl<'a> Analysis<'a> {
     }
     /// Every opcode the stream executed.
     pub fn opcodes_used(&self) -> Vec<Opcode> {
-        (0..=255u8).filter_map(Opcode::from_byte).filter(|o| self.used(*o)).collect()
+        (0..=255u8)
+            .filter_map(Opcode::from_byte)
+            .filter(|o| self.used(*o))
+            .collect()
     }
     /// Whether any pickle failed to parse or hit a limit (the stream was not fully analysed).
     pub fn incomplete(&self) -> bool {
@@ -365,6 +377,9 @@ impl<'a> Analysis<'a> {
     }
     /// Renders call number `i` as Python source: `os.system("touch x")`.
     pub fn render_call(&self, i: usize) -> String {
-        self.calls.get(i).map(|c| render::render(self, c.result, 240)).unwrap_or_default()
+        self.calls
+            .get(i)
+            .map(|c| render::render(self, c.result, 240))
+            .unwrap_or_default()
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use crate::ops::{read_op, Arg, Opcode, Op};
+use crate::ops::{read_op, Arg, Op, Opcode};
 use crate::text::{self, IntLit};
 use crate::value::{ByteData, CallKind, ObjId, Object, Value};
 use crate::{
@@ -68,7 +68,9 @@ fn analyze_stream<'a>(data: &'a [u8], limits: &Limits, trace: bool) -> Analysis<
                     a.issues.push(Issue {
                         offset: pos,
                         pickle: a.pickles.len().saturating_sub(1),
-                        kind: IssueKind::TrailingData { len: data.len() - pos },
+                        kind: IssueKind::TrailingData {
+                            len: data.len() - pos,
+                        },
                         fatal: false,
                     });
                 }
@@ -147,7 +149,9 @@ impl Snapshot {
             && a.mutations.len() == self.mutations
             && a.persistent_ids.len() == self.persistent
             && a.extensions.len() == self.extensions
-            && !a.issues[self.issues..].iter().any(|i| matches!(i.kind, IssueKind::Limit(_)))
+            && !a.issues[self.issues..]
+                .iter()
+                .any(|i| matches!(i.kind, IssueKind::Limit(_)))
     }
     fn restore(&self, a: &mut Analysis<'_>) {
         a.opcodes_seen = self.opcodes_seen;
@@ -180,7 +184,13 @@ struct Vm<'a, 'b> {
 
 fn run_pickle(a: &mut Analysis<'_>, start: usize, limits: &Limits, budget: &mut u64) -> PickleEnd {
     let pickle = a.pickles.len();
-    a.pickles.push(PickleInfo { start, end: None, protocol: None, root: None, ops: 0 });
+    a.pickles.push(PickleInfo {
+        start,
+        end: None,
+        protocol: None,
+        root: None,
+        ops: 0,
+    });
     let data = a.input;
     let mut vm = Vm {
         a,
@@ -244,7 +254,12 @@ fn run_pickle(a: &mut Analysis<'_>, start: usize, limits: &Limits, budget: &mut 
             PickleEnd::Stop(end)
         }
         Err(Stop(kind)) => {
-            a.issues.push(Issue { offset, pickle, kind, fatal: true });
+            a.issues.push(Issue {
+                offset,
+                pickle,
+                kind,
+                fatal: true,
+            });
             PickleEnd::Failed
         }
     }
@@ -343,7 +358,10 @@ impl<'a, 'b> Vm<'a, 'b> {
     }
 
     fn memo_get(&mut self, key: u64) -> R<()> {
-        let id = *self.memo.get(&key).ok_or(Stop(IssueKind::MemoMissing(key)))?;
+        let id = *self
+            .memo
+            .get(&key)
+            .ok_or(Stop(IssueKind::MemoMissing(key)))?;
         self.push_id(id)
     }
 
@@ -370,7 +388,14 @@ impl<'a, 'b> Vm<'a, 'b> {
         Ok(value)
     }
 
-    fn call(&mut self, opcode: Opcode, kind: CallKind, callable: ObjId, args: ObjId, kwargs: Option<ObjId>) -> R<ObjId> {
+    fn call(
+        &mut self,
+        opcode: Opcode,
+        kind: CallKind,
+        callable: ObjId,
+        args: ObjId,
+        kwargs: Option<ObjId>,
+    ) -> R<ObjId> {
         let index = self.a.calls.len();
         let result = self.new_value(Value::Object(Box::new(Object {
             callable,
@@ -399,12 +424,19 @@ impl<'a, 'b> Vm<'a, 'b> {
     fn symbolic(&self, id: ObjId) -> bool {
         matches!(
             self.val(id),
-            Value::Global(_) | Value::Object(_) | Value::Persistent(_) | Value::Extension(_) | Value::Buffer { .. }
+            Value::Global(_)
+                | Value::Object(_)
+                | Value::Persistent(_)
+                | Value::Extension(_)
+                | Value::Buffer { .. }
         )
     }
 
     fn wrong(&self, expected: &'static str, id: ObjId) -> Stop {
-        Stop(IssueKind::WrongType { expected, found: self.val(id).type_name() })
+        Stop(IssueKind::WrongType {
+            expected,
+            found: self.val(id).type_name(),
+        })
     }
 
     /// Executes one opcode. `Ok(Some(root))` on STOP.
@@ -428,7 +460,10 @@ impl<'a, 'b> Vm<'a, 'b> {
                     self.a.issues.push(Issue {
                         offset: self.offset,
                         pickle: self.pickle,
-                        kind: IssueKind::FrameOverrun { claimed: n, remaining },
+                        kind: IssueKind::FrameOverrun {
+                            claimed: n,
+                            remaining,
+                        },
                         fatal: true,
                     });
                 }
@@ -507,11 +542,17 @@ impl<'a, 'b> Vm<'a, 'b> {
             }
             (BINBYTES | SHORT_BINBYTES | BINBYTES8, Arg::Bytes(b)) => {
                 let start = op.end - b.len();
-                self.push(Value::Bytes(ByteData::Input { start, len: b.len() }))?;
+                self.push(Value::Bytes(ByteData::Input {
+                    start,
+                    len: b.len(),
+                }))?;
             }
             (BYTEARRAY8, Arg::Bytes(b)) => {
                 let start = op.end - b.len();
-                self.push(Value::ByteArray(ByteData::Input { start, len: b.len() }))?;
+                self.push(Value::ByteArray(ByteData::Input {
+                    start,
+                    len: b.len(),
+                }))?;
             }
             (EMPTY_TUPLE, _) => {
                 self.push(Value::Tuple(Vec::new()))?;
@@ -574,7 +615,11 @@ impl<'a, 'b> Vm<'a, 'b> {
                 self.extend(op.code, x)?;
             }
             (SETITEM, _) => {
-                let x = self.stack.len().checked_sub(2).ok_or(Stop(IssueKind::StackUnderflow))?;
+                let x = self
+                    .stack
+                    .len()
+                    .checked_sub(2)
+                    .ok_or(Stop(IssueKind::StackUnderflow))?;
                 self.set_items(op.code, x)?;
             }
             (SETITEMS, _) => {
@@ -601,8 +646,10 @@ impl<'a, 'b> Vm<'a, 'b> {
                 self.memo_put(k, t)?;
             }
             (GLOBAL, Arg::Lines(m, n)) => {
-                let module = std::str::from_utf8(m).map_err(|_| Stop(IssueKind::BadText("GLOBAL module name")))?;
-                let name = std::str::from_utf8(n).map_err(|_| Stop(IssueKind::BadText("GLOBAL name")))?;
+                let module = std::str::from_utf8(m)
+                    .map_err(|_| Stop(IssueKind::BadText("GLOBAL module name")))?;
+                let name =
+                    std::str::from_utf8(n).map_err(|_| Stop(IssueKind::BadText("GLOBAL name")))?;
                 let v = self.import(GLOBAL, module.to_string(), name.to_string(), false)?;
                 self.push_id(v)?;
             }
@@ -629,8 +676,10 @@ impl<'a, 'b> Vm<'a, 'b> {
             }
             (INST, Arg::Lines(m, n)) => {
                 let k = self.marker()?;
-                let module = std::str::from_utf8(m).map_err(|_| Stop(IssueKind::BadText("INST module name")))?;
-                let name = std::str::from_utf8(n).map_err(|_| Stop(IssueKind::BadText("INST name")))?;
+                let module = std::str::from_utf8(m)
+                    .map_err(|_| Stop(IssueKind::BadText("INST module name")))?;
+                let name =
+                    std::str::from_utf8(n).map_err(|_| Stop(IssueKind::BadText("INST name")))?;
                 let cls = self.import(INST, module.to_string(), name.to_string(), false)?;
                 let items = self.pop_from(k)?;
                 let args = self.new_value(Value::Tuple(items))?;
@@ -658,7 +707,11 @@ impl<'a, 'b> Vm<'a, 'b> {
                 self.push_id(r)?;
             }
             (NEWOBJ | NEWOBJ_EX, _) => {
-                let kwargs = if op.code == NEWOBJ_EX { Some(self.pop()?) } else { None };
+                let kwargs = if op.code == NEWOBJ_EX {
+                    Some(self.pop()?)
+                } else {
+                    None
+                };
                 let args = self.pop()?;
                 let cls = self.pop()?;
                 if !self.symbolic(cls) {
@@ -672,7 +725,11 @@ impl<'a, 'b> Vm<'a, 'b> {
                         return Err(self.wrong("a keyword dict", kw));
                     }
                 }
-                let kind = if op.code == NEWOBJ { CallKind::NewObj } else { CallKind::NewObjEx };
+                let kind = if op.code == NEWOBJ {
+                    CallKind::NewObj
+                } else {
+                    CallKind::NewObjEx
+                };
                 let r = self.call(op.code, kind, cls, args, kwargs)?;
                 self.push_id(r)?;
             }
@@ -682,7 +739,12 @@ impl<'a, 'b> Vm<'a, 'b> {
                 }
                 let state = self.pop()?;
                 let target = *self.stack.last().expect("len >= 2 checked above");
-                self.a.builds.push(Build { offset: self.offset, target, state, pickle: self.pickle });
+                self.a.builds.push(Build {
+                    offset: self.offset,
+                    target,
+                    state,
+                    pickle: self.pickle,
+                });
                 if let Value::Object(o) = &mut self.a.values[target.0 as usize] {
                     o.state.push(state);
                 }
@@ -718,7 +780,12 @@ impl<'a, 'b> Vm<'a, 'b> {
     fn persistent(&mut self, pid: ObjId) -> R<()> {
         let index = self.a.persistent_ids.len();
         let value = self.new_value(Value::Persistent(index))?;
-        self.a.persistent_ids.push(PersistentRef { offset: self.offset, pid, value, pickle: self.pickle });
+        self.a.persistent_ids.push(PersistentRef {
+            offset: self.offset,
+            pid,
+            value,
+            pickle: self.pickle,
+        });
         self.push_id(value)
     }
 
@@ -726,7 +793,11 @@ impl<'a, 'b> Vm<'a, 'b> {
         if code <= 0 {
             return Err(Stop(IssueKind::BadExtensionCode(code)));
         }
-        self.a.extensions.push(ExtensionRef { offset: self.offset, code, pickle: self.pickle });
+        self.a.extensions.push(ExtensionRef {
+            offset: self.offset,
+            code,
+            pickle: self.pickle,
+        });
         self.push(Value::Extension(code)).map(|_| ())
     }
 
@@ -785,7 +856,12 @@ impl<'a, 'b> Vm<'a, 'b> {
     }
 
     fn mutation(&mut self, opcode: Opcode, target: ObjId) {
-        self.a.mutations.push(Mutation { offset: self.offset, opcode, target, pickle: self.pickle });
+        self.a.mutations.push(Mutation {
+            offset: self.offset,
+            opcode,
+            target,
+            pickle: self.pickle,
+        });
     }
 }
 

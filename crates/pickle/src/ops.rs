@@ -173,7 +173,9 @@ pub struct OpError {
 impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            OpErrorKind::Truncated => write!(f, "stream truncated inside the opcode at {}", self.offset),
+            OpErrorKind::Truncated => {
+                write!(f, "stream truncated inside the opcode at {}", self.offset)
+            }
             OpErrorKind::UnknownOpcode(b) => {
                 write!(f, "invalid opcode byte 0x{b:02x} at {}", self.offset)
             }
@@ -186,7 +188,11 @@ impl fmt::Display for OpError {
                 write!(f, "opcode at {} has a negative length {n}", self.offset)
             }
             OpErrorKind::LineTooLong(n) => {
-                write!(f, "text argument at {} is longer than {n} bytes", self.offset)
+                write!(
+                    f,
+                    "text argument at {} is longer than {n} bytes",
+                    self.offset
+                )
             }
         }
     }
@@ -200,11 +206,20 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, kind: OpErrorKind) -> OpError {
-        OpError { offset: self.start, kind }
+        OpError {
+            offset: self.start,
+            kind,
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], OpError> {
-        let end = self.pos.checked_add(n).ok_or_else(|| self.err(OpErrorKind::Truncated))?;
-        let s = self.data.get(self.pos..end).ok_or_else(|| self.err(OpErrorKind::Truncated))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| self.err(OpErrorKind::Truncated))?;
+        let s = self
+            .data
+            .get(self.pos..end)
+            .ok_or_else(|| self.err(OpErrorKind::Truncated))?;
         self.pos = end;
         Ok(s)
     }
@@ -220,7 +235,10 @@ impl<'a> Cursor<'a> {
     fn payload(&mut self, len: u64) -> Result<&'a [u8], OpError> {
         let remaining = (self.data.len() - self.pos) as u64;
         if len > remaining {
-            return Err(self.err(OpErrorKind::LengthPastEnd { claimed: len, remaining }));
+            return Err(self.err(OpErrorKind::LengthPastEnd {
+                claimed: len,
+                remaining,
+            }));
         }
         self.take(len as usize)
     }
@@ -240,8 +258,15 @@ impl<'a> Cursor<'a> {
 
 /// Decodes the opcode at `pos`. `max_line` bounds protocol-0 text arguments.
 pub fn read_op(data: &[u8], pos: usize, max_line: usize) -> Result<Op<'_>, OpError> {
-    let mut c = Cursor { data, pos, start: pos };
-    let byte = *c.take(1)?.first().ok_or_else(|| c.err(OpErrorKind::Truncated))?;
+    let mut c = Cursor {
+        data,
+        pos,
+        start: pos,
+    };
+    let byte = *c
+        .take(1)?
+        .first()
+        .ok_or_else(|| c.err(OpErrorKind::Truncated))?;
     let code = Opcode::from_byte(byte).ok_or_else(|| c.err(OpErrorKind::UnknownOpcode(byte)))?;
     use Opcode::*;
     let arg = match code {
@@ -288,7 +313,12 @@ pub fn read_op(data: &[u8], pos: usize, max_line: usize) -> Result<Op<'_>, OpErr
             Arg::Bytes(c.payload(n)?)
         }
     };
-    Ok(Op { code, offset: pos, arg, end: c.pos })
+    Ok(Op {
+        code,
+        offset: pos,
+        arg,
+        end: c.pos,
+    })
 }
 
 #[cfg(test)]
@@ -328,7 +358,13 @@ mod tests {
     #[test]
     fn lengths_checked_before_slicing() {
         let e = read_op(b"\x8e\xff\xff\xff\xff\xff\xff\xff\xffab", 0, 10).unwrap_err();
-        assert_eq!(e.kind, OpErrorKind::LengthPastEnd { claimed: u64::MAX, remaining: 2 });
+        assert_eq!(
+            e.kind,
+            OpErrorKind::LengthPastEnd {
+                claimed: u64::MAX,
+                remaining: 2
+            }
+        );
         let e = read_op(b"T\xff\xff\xff\xff", 0, 10).unwrap_err();
         assert_eq!(e.kind, OpErrorKind::NegativeLength(-1));
         let e = read_op(b"X\x05\x00", 0, 10).unwrap_err();
@@ -343,7 +379,8 @@ mod tests {
 
     #[test]
     fn truncation_at_every_offset_is_an_error_not_a_panic() {
-        let full: &[u8] = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x93.";
+        let full: &[u8] =
+            b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x93.";
         for cut in 0..full.len() {
             let mut pos = 0;
             while pos < cut {

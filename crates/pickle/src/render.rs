@@ -9,7 +9,11 @@ const MAX_ITEMS: usize = 8;
 const MAX_STR: usize = 100;
 
 pub(crate) fn render(a: &Analysis<'_>, id: ObjId, budget: usize) -> String {
-    let mut r = Renderer { a, out: String::new(), budget };
+    let mut r = Renderer {
+        a,
+        out: String::new(),
+        budget,
+    };
     r.value(id, 0);
     r.out
 }
@@ -119,7 +123,12 @@ impl Renderer<'_, '_> {
                 self.push("}");
             }
             Value::Global(i) => {
-                let s = self.a.imports.get(*i).map(|imp| imp.qualified()).unwrap_or_default();
+                let s = self
+                    .a
+                    .imports
+                    .get(*i)
+                    .map(|imp| imp.qualified())
+                    .unwrap_or_default();
                 self.push(&s)
             }
             Value::Object(o) => {
@@ -161,7 +170,12 @@ fn float(f: f64) -> String {
     if f.is_nan() {
         "float(\"nan\")".into()
     } else if f.is_infinite() {
-        if f > 0.0 { "float(\"inf\")" } else { "-float(\"inf\")" }.into()
+        if f > 0.0 {
+            "float(\"inf\")"
+        } else {
+            "-float(\"inf\")"
+        }
+        .into()
     } else {
         format!("{f:?}")
     }

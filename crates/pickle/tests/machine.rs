@@ -32,7 +32,10 @@ fn every_protocol_resolves_the_call() {
 fn python2_names_mapped_below_protocol_3_only() {
     let a = analyze(b"c__builtin__\neval\np0\n(V1\np1\ntp2\nRp3\n.", &lim());
     assert_eq!(a.imports[0].qualified(), "builtins.eval");
-    assert_eq!(a.imports[0].written, Some(("__builtin__".into(), "eval".into())));
+    assert_eq!(
+        a.imports[0].written,
+        Some(("__builtin__".into(), "eval".into()))
+    );
     // Protocol 3: CPython does not map; the import of `__builtin__` would fail, and we keep it.
     let a = analyze(b"\x80\x03c__builtin__\neval\n)R.", &lim());
     assert_eq!(a.imports[0].qualified(), "__builtin__.eval");
@@ -116,7 +119,10 @@ fn trailing_junk_is_reported_but_not_a_pickle() {
     let a = analyze(b"\x80\x02K\x01.\xff\xfegarbage", &lim());
     assert_eq!(a.pickles.len(), 1);
     assert!(!a.incomplete());
-    assert!(matches!(a.issues[0].kind, IssueKind::TrailingData { len: 9 }));
+    assert!(matches!(
+        a.issues[0].kind,
+        IssueKind::TrailingData { len: 9 }
+    ));
 }
 
 #[test]
@@ -160,7 +166,10 @@ fn limits_bound_bombs() {
     // 1e6 DUPs of a list with an op limit of 10k.
     let mut data = b"\x80\x02]".to_vec();
     data.extend(std::iter::repeat_n(b'2', 1_000_000));
-    let l = Limits { max_ops: 10_000, ..Limits::default() };
+    let l = Limits {
+        max_ops: 10_000,
+        ..Limits::default()
+    };
     let a = analyze(&data, &l);
     assert_eq!(a.issues[0].kind, IssueKind::Limit("opcodes"));
     // Deep MARK nesting.
@@ -173,7 +182,10 @@ fn limits_bound_bombs() {
         data.push(b'r');
         data.extend_from_slice(&i.to_le_bytes());
     }
-    let l = Limits { max_memo: 100, ..Limits::default() };
+    let l = Limits {
+        max_memo: 100,
+        ..Limits::default()
+    };
     let a = analyze(&data, &l);
     assert_eq!(a.issues[0].kind, IssueKind::Limit("memo entries"));
 }

@@ -62,27 +62,42 @@ pub fn split_global(g: &str) -> Option<(String, String)> {
         Some(p) => p,
         None => g.rsplit_once('.')?,
     };
-    let ident = |s: &str| !s.is_empty() && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.split('.')
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_'))
+    };
     (ident(m) && ident(n)).then(|| (m.to_string(), n.to_string()))
 }
 
 impl Config {
     /// Parses and validates the text of a `ckptguard.toml`.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_string()))?;
+        let raw: Raw =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_string()))?;
         let mut allow = Vec::new();
         for g in raw.allow.globals {
             let pair = split_global(&g).ok_or_else(|| {
-                ConfigError::Invalid(format!("allow.globals: {g:?} is not `module.name` or `module:qualname`"))
+                ConfigError::Invalid(format!(
+                    "allow.globals: {g:?} is not `module.name` or `module:qualname`"
+                ))
             })?;
             allow.push(pair);
         }
         let fail_on = raw
             .scan
             .fail_on
-            .map(|s| Severity::parse(&s).ok_or_else(|| ConfigError::Invalid(format!("scan.fail_on: unknown severity {s:?}"))))
+            .map(|s| {
+                Severity::parse(&s).ok_or_else(|| {
+                    ConfigError::Invalid(format!("scan.fail_on: unknown severity {s:?}"))
+                })
+            })
             .transpose()?;
-        Ok(Config { allow, fail_on, limits: raw.limits })
+        Ok(Config {
+            allow,
+            fail_on,
+            limits: raw.limits,
+        })
     }
 
     /// Applies the allowlist additions to a policy.
@@ -106,7 +121,15 @@ mod tests {
         assert!(Config::parse("[allow]\nglobal = []").is_err());
         assert!(Config::parse("[allow]\nglobals = [\"nodot\"]").is_err());
         assert!(Config::parse("[scan]\nfail_on = \"bad\"").is_err());
-        assert_eq!(Config::parse("[limits.pickle]\nmax_ops = 5\n").unwrap().limits.unwrap().pickle.max_ops, 5);
+        assert_eq!(
+            Config::parse("[limits.pickle]\nmax_ops = 5\n")
+                .unwrap()
+                .limits
+                .unwrap()
+                .pickle
+                .max_ops,
+            5
+        );
         assert!(Config::parse("[limits]\nmax_opz = 5\n").is_err());
         assert!(Config::parse("not toml [").is_err());
     }

@@ -46,7 +46,9 @@ pub fn detect(dir: &dyn Dir) -> Option<DirKind> {
         return Some(DirKind::Litdata);
     }
     let ds_file = |f: &String| f.ends_with("_model_states.pt") || f.ends_with("_optim_states.pt");
-    if files.iter().any(|f| f == "latest") || (files.iter().any(ds_file) && files.iter().any(|f| f.ends_with("zero_to_fp32.py"))) {
+    if files.iter().any(|f| f == "latest")
+        || (files.iter().any(ds_file) && files.iter().any(|f| f.ends_with("zero_to_fp32.py")))
+    {
         return Some(DirKind::DeepSpeed);
     }
     None
@@ -80,7 +82,10 @@ pub fn scan_dir(dir: &dyn Dir, kind: DirKind, opts: &ScanOptions) -> DirScan {
             Ok(src) => scan_source(&*src, &rel, opts),
             Err(e) => FileScan {
                 format: "unknown".into(),
-                findings: vec![Finding::new(Code::Unreadable, format!("cannot read {rel}: {e}"))],
+                findings: vec![Finding::new(
+                    Code::Unreadable,
+                    format!("cannot read {rel}: {e}"),
+                )],
                 ..FileScan::default()
             },
         };
@@ -99,7 +104,11 @@ fn state_dict(a: &Analysis<'_>, id: ObjId) -> Option<ObjId> {
 
 fn field(a: &Analysis<'_>, dict: ObjId, key: &str) -> Option<ObjId> {
     match a.value(dict) {
-        Value::Dict(p) => p.iter().rev().find(|(k, _)| a.as_str(*k) == Some(key)).map(|(_, v)| *v),
+        Value::Dict(p) => p
+            .iter()
+            .rev()
+            .find(|(k, _)| a.as_str(*k) == Some(key))
+            .map(|(_, v)| *v),
         _ => None,
     }
 }
@@ -121,31 +130,58 @@ struct DcpItem {
 
 /// Reads `storage_data` out of the symbolic `Metadata` object.
 fn dcp_items(a: &Analysis<'_>) -> Result<Vec<DcpItem>, String> {
-    let root = a.pickles.first().and_then(|p| p.root).ok_or("the pickle has no result")?;
+    let root = a
+        .pickles
+        .first()
+        .and_then(|p| p.root)
+        .ok_or("the pickle has no result")?;
     let state = state_dict(a, root).ok_or("Metadata has no state")?;
     let sd = field(a, state, "storage_data").ok_or("Metadata has no storage_data")?;
-    let Value::Dict(pairs) = a.value(sd) else { return Err("storage_data is not a dict".into()) };
+    let Value::Dict(pairs) = a.value(sd) else {
+        return Err("storage_data is not a dict".into());
+    };
     let mut items = Vec::new();
     for (k, v) in pairs {
-        let fqn = state_dict(a, *k).and_then(|s| field(a, s, "fqn")).and_then(|f| a.as_str(f)).unwrap_or("?").to_string();
-        let info = state_dict(a, *v).ok_or_else(|| format!("storage info of {fqn:?} has no state"))?;
-        let path = field(a, info, "relative_path").and_then(|p| a.as_str(p)).ok_or_else(|| format!("{fqn:?}: relative_path is not a string"))?;
-        let offset = field(a, info, "offset").and_then(|o| int(a, o)).ok_or_else(|| format!("{fqn:?}: offset is not an int"))?;
-        let length = field(a, info, "length").and_then(|o| int(a, o)).ok_or_else(|| format!("{fqn:?}: length is not an int"))?;
+        let fqn = state_dict(a, *k)
+            .and_then(|s| field(a, s, "fqn"))
+            .and_then(|f| a.as_str(f))
+            .unwrap_or("?")
+            .to_string();
+        let info =
+            state_dict(a, *v).ok_or_else(|| format!("storage info of {fqn:?} has no state"))?;
+        let path = field(a, info, "relative_path")
+            .and_then(|p| a.as_str(p))
+            .ok_or_else(|| format!("{fqn:?}: relative_path is not a string"))?;
+        let offset = field(a, info, "offset")
+            .and_then(|o| int(a, o))
+            .ok_or_else(|| format!("{fqn:?}: offset is not an int"))?;
+        let length = field(a, info, "length")
+            .and_then(|o| int(a, o))
+            .ok_or_else(|| format!("{fqn:?}: length is not an int"))?;
         let (Ok(offset), Ok(length)) = (u64::try_from(offset), u64::try_from(length)) else {
             return Err(format!("{fqn:?}: negative offset or length"));
         };
-        items.push(DcpItem { fqn, path: path.to_string(), offset, length });
+        items.push(DcpItem {
+            fqn,
+            path: path.to_string(),
+            offset,
+            length,
+        });
     }
     Ok(items)
 }
 
 fn scan_dcp(dir: &dyn Dir, opts: &ScanOptions, out: &mut DirScan, handled: &mut BTreeSet<String>) {
     let files: BTreeSet<String> = dir.files().into_iter().collect();
-    let meta = match dir.open(".metadata").and_then(|m| bytes_at(&*m, 0, m.len(), opts.limits.max_pickle_bytes).map(|b| b.into_owned())) {
+    let meta = match dir.open(".metadata").and_then(|m| {
+        bytes_at(&*m, 0, m.len(), opts.limits.max_pickle_bytes).map(|b| b.into_owned())
+    }) {
         Ok(b) => b,
         Err(e) => {
-            out.container.findings.push(Finding::new(Code::ContainerMalformed, format!(".metadata not readable: {e}")));
+            out.container.findings.push(Finding::new(
+                Code::ContainerMalformed,
+                format!(".metadata not readable: {e}"),
+            ));
             return;
         }
     };
@@ -173,21 +209,35 @@ fn scan_dcp(dir: &dyn Dir, opts: &ScanOptions, out: &mut DirScan, handled: &mut 
         }
         if !files.contains(&it.path) {
             out.container.findings.push(
-                Finding::new(Code::ContainerMissingFile, format!("item {:?} is stored in {:?}, which is missing", it.fqn, it.path)).entry(".metadata"),
+                Finding::new(
+                    Code::ContainerMissingFile,
+                    format!(
+                        "item {:?} is stored in {:?}, which is missing",
+                        it.fqn, it.path
+                    ),
+                )
+                .entry(".metadata"),
             );
             continue;
         }
         by_file.entry(it.path.clone()).or_default().push(it);
     }
     for (path, its) in by_file {
-        let mut scan = FileScan { format: "dcp-data".into(), ..FileScan::default() };
+        let mut scan = FileScan {
+            format: "dcp-data".into(),
+            ..FileScan::default()
+        };
         match dir.open(&path) {
             Ok(src) => {
                 for it in its {
                     let label = format!("item {} [{}+{}]", it.fqn, it.offset, it.length);
                     let Some(sub) = SubRange::new(&*src, it.offset, it.length) else {
                         scan.findings.push(
-                            Finding::new(Code::ContainerMalformed, format!("{label} lies outside {path} ({} bytes)", src.len())).at(it.offset),
+                            Finding::new(
+                                Code::ContainerMalformed,
+                                format!("{label} lies outside {path} ({} bytes)", src.len()),
+                            )
+                            .at(it.offset),
                         );
                         continue;
                     };
@@ -202,19 +252,27 @@ fn scan_dcp(dir: &dyn Dir, opts: &ScanOptions, out: &mut DirScan, handled: &mut 
                     scan.globals.extend(s.globals);
                 }
             }
-            Err(e) => scan.findings.push(Finding::new(Code::Unreadable, format!("cannot read {path}: {e}"))),
+            Err(e) => scan.findings.push(Finding::new(
+                Code::Unreadable,
+                format!("cannot read {path}: {e}"),
+            )),
         }
         handled.insert(path.clone());
         out.files.insert(path, scan);
     }
 }
 
-const SCRIPT_SUFFIXES: &[&str] = &[".py", ".sh", ".bash", ".ps1", ".bat", ".cmd", ".pyc", ".so", ".dll", ".dylib", ".exe"];
+const SCRIPT_SUFFIXES: &[&str] = &[
+    ".py", ".sh", ".bash", ".ps1", ".bat", ".cmd", ".pyc", ".so", ".dll", ".dylib", ".exe",
+];
 
 fn scan_deepspeed(dir: &dyn Dir, out: &mut DirScan) {
     let files = dir.files();
     if files.iter().any(|f| f == "latest") {
-        match dir.open("latest").and_then(|s| bytes_at(&*s, 0, s.len().min(4096), 4096).map(|b| b.into_owned())) {
+        match dir
+            .open("latest")
+            .and_then(|s| bytes_at(&*s, 0, s.len().min(4096), 4096).map(|b| b.into_owned()))
+        {
             Ok(b) => {
                 let tag = String::from_utf8_lossy(&b).trim().to_string();
                 if !is_contained(&tag) || tag.contains('/') || tag.contains('\\') {
@@ -225,15 +283,34 @@ fn scan_deepspeed(dir: &dyn Dir, out: &mut DirScan) {
                             .help("Do not load this checkpoint."),
                     );
                 } else if !files.iter().any(|f| f.starts_with(&format!("{tag}/"))) {
-                    out.container.findings.push(Finding::new(Code::ContainerMissingFile, format!("`latest` names the tag {tag:?}, which does not exist")).entry("latest"));
+                    out.container.findings.push(
+                        Finding::new(
+                            Code::ContainerMissingFile,
+                            format!("`latest` names the tag {tag:?}, which does not exist"),
+                        )
+                        .entry("latest"),
+                    );
                 }
             }
-            Err(e) => out.container.findings.push(Finding::new(Code::Unreadable, format!("cannot read latest: {e}")).entry("latest")),
+            Err(e) => out.container.findings.push(
+                Finding::new(Code::Unreadable, format!("cannot read latest: {e}")).entry("latest"),
+            ),
         }
     }
-    let scripts: Vec<&String> = files.iter().filter(|f| SCRIPT_SUFFIXES.iter().any(|s| f.to_ascii_lowercase().ends_with(s))).collect();
+    let scripts: Vec<&String> = files
+        .iter()
+        .filter(|f| {
+            SCRIPT_SUFFIXES
+                .iter()
+                .any(|s| f.to_ascii_lowercase().ends_with(s))
+        })
+        .collect();
     if !scripts.is_empty() {
-        let list = scripts.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let list = scripts
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         out.container.findings.push(
             Finding::new(Code::ShippedCode, format!("executable code shipped with the checkpoint: {list}"))
                 .why("loading does not run it, but users are told to run zero_to_fp32.py; a tampered script runs with their rights")
@@ -242,14 +319,32 @@ fn scan_deepspeed(dir: &dyn Dir, out: &mut DirScan) {
     }
 }
 
-fn scan_litdata(dir: &dyn Dir, opts: &ScanOptions, out: &mut DirScan, handled: &mut BTreeSet<String>) {
+fn scan_litdata(
+    dir: &dyn Dir,
+    opts: &ScanOptions,
+    out: &mut DirScan,
+    handled: &mut BTreeSet<String>,
+) {
     let mut per_chunk: BTreeMap<String, FileScan> = BTreeMap::new();
-    let issues = litdata::pickle_fields(dir, &litdata::LitdataLimits::default(), &mut |f: litdata::PickleField| {
-        let scan = per_chunk.entry(f.chunk.clone()).or_insert_with(|| FileScan { format: "litdata-chunk".into(), ..FileScan::default() });
-        let a = analyze(&f.data, &opts.limits.pickle);
-        let loc = Location { entry: Some(format!("item {} field {}", f.item, f.field)), base: f.offset, ..Location::default() };
-        add_pickle(&a, loc, opts, scan);
-    });
+    let issues = litdata::pickle_fields(
+        dir,
+        &litdata::LitdataLimits::default(),
+        &mut |f: litdata::PickleField| {
+            let scan = per_chunk
+                .entry(f.chunk.clone())
+                .or_insert_with(|| FileScan {
+                    format: "litdata-chunk".into(),
+                    ..FileScan::default()
+                });
+            let a = analyze(&f.data, &opts.limits.pickle);
+            let loc = Location {
+                entry: Some(format!("item {} field {}", f.item, f.field)),
+                base: f.offset,
+                ..Location::default()
+            };
+            add_pickle(&a, loc, opts, scan);
+        },
+    );
     for i in issues {
         let code = match &i {
             litdata::LitdataIssue::Encrypted { .. } => Code::Encrypted,
@@ -271,7 +366,10 @@ fn scan_litdata(dir: &dyn Dir, opts: &ScanOptions, out: &mut DirScan, handled: &
         let lower = rel.to_ascii_lowercase();
         if lower.starts_with("chunk-") || lower.contains("/chunk-") {
             handled.insert(rel.clone());
-            let scan = per_chunk.remove(&rel).unwrap_or_else(|| FileScan { format: "litdata-chunk".into(), ..FileScan::default() });
+            let scan = per_chunk.remove(&rel).unwrap_or_else(|| FileScan {
+                format: "litdata-chunk".into(),
+                ..FileScan::default()
+            });
             out.files.insert(rel, scan);
         }
     }

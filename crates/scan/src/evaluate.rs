@@ -32,7 +32,14 @@ struct Sink {
 
 impl Sink {
     fn add(&mut self, f: Finding) {
-        let key = (f.code.clone(), f.global.clone().unwrap_or_default(), f.call.clone().filter(|_| f.code == "CG101").unwrap_or_default());
+        let key = (
+            f.code.clone(),
+            f.global.clone().unwrap_or_default(),
+            f.call
+                .clone()
+                .filter(|_| f.code == "CG101")
+                .unwrap_or_default(),
+        );
         match self.by_key.get_mut(&key) {
             Some((_, n)) => *n += 1,
             None => {
@@ -120,10 +127,13 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
             Some(Allow::ImportOnly) => {
                 for &ci in calls {
                     sink.add(place(
-                        Finding::new(Code::ConstraintViolated, format!("calls {g}, which is allowed only as a value, never called"))
-                            .global(g.clone())
-                            .call(a.render_call(ci))
-                            .help(HELP_UNKNOWN),
+                        Finding::new(
+                            Code::ConstraintViolated,
+                            format!("calls {g}, which is allowed only as a value, never called"),
+                        )
+                        .global(g.clone())
+                        .call(a.render_call(ci))
+                        .help(HELP_UNKNOWN),
                         a.calls[ci].offset,
                     ));
                 }
@@ -132,11 +142,14 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
                 for &ci in calls {
                     if let Err(why) = check_reconstructor(a, policy, a.calls[ci].args) {
                         sink.add(place(
-                            Finding::new(Code::ConstraintViolated, format!("copyreg._reconstructor used unsafely: {why}"))
-                                .global(g.clone())
-                                .call(a.render_call(ci))
-                                .why("_reconstructor instantiates any class it is given")
-                                .help(HELP_UNKNOWN),
+                            Finding::new(
+                                Code::ConstraintViolated,
+                                format!("copyreg._reconstructor used unsafely: {why}"),
+                            )
+                            .global(g.clone())
+                            .call(a.render_call(ci))
+                            .why("_reconstructor instantiates any class it is given")
+                            .help(HELP_UNKNOWN),
                             a.calls[ci].offset,
                         ));
                     }
@@ -146,11 +159,14 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
                 for &ci in calls {
                     if let Err(why) = check_codecs_encode(a, a.calls[ci].args) {
                         sink.add(place(
-                            Finding::new(Code::ConstraintViolated, format!("{g} used unsafely: {why}"))
-                                .global(g.clone())
-                                .call(a.render_call(ci))
-                                .why("codec lookup by name can import codec modules")
-                                .help(HELP_DANGER),
+                            Finding::new(
+                                Code::ConstraintViolated,
+                                format!("{g} used unsafely: {why}"),
+                            )
+                            .global(g.clone())
+                            .call(a.render_call(ci))
+                            .why("codec lookup by name can import codec modules")
+                            .help(HELP_DANGER),
                             a.calls[ci].offset,
                         ));
                     }
@@ -196,16 +212,30 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
             continue; // objects: allowed constructors are containers; others are already findings
         }
         sink.add(place(
-            Finding::new(Code::DisallowedMutation, format!("{} calls a method of a {} ({})", m.opcode.name(), t.type_name(), a.render(m.target)))
-                .help(HELP_DANGER),
+            Finding::new(
+                Code::DisallowedMutation,
+                format!(
+                    "{} calls a method of a {} ({})",
+                    m.opcode.name(),
+                    t.type_name(),
+                    a.render(m.target)
+                ),
+            )
+            .help(HELP_DANGER),
             m.offset,
         ));
     }
 
     for e in &a.extensions {
         sink.add(place(
-            Finding::new(Code::ExtensionCode, format!("EXT opcode imports extension code {} from copyreg's registry", e.code))
-                .help(HELP_DANGER),
+            Finding::new(
+                Code::ExtensionCode,
+                format!(
+                    "EXT opcode imports extension code {} from copyreg's registry",
+                    e.code
+                ),
+            )
+            .help(HELP_DANGER),
             e.offset,
         ));
     }
@@ -213,7 +243,10 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
     if !loc.persistent_ids_expected {
         for p in &a.persistent_ids {
             sink.add(place(
-                Finding::new(Code::PersistentId, format!("persistent id {}", a.render(p.pid))),
+                Finding::new(
+                    Code::PersistentId,
+                    format!("persistent id {}", a.render(p.pid)),
+                ),
                 p.offset,
             ));
         }
@@ -230,7 +263,10 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
     }
     if a.pickles.len() > 1 && !loc.multi_pickle {
         sink.add(place(
-            Finding::new(Code::MultiplePickles, format!("{} pickles in one stream; all analysed", a.pickles.len())),
+            Finding::new(
+                Code::MultiplePickles,
+                format!("{} pickles in one stream; all analysed", a.pickles.len()),
+            ),
             a.pickles[1].start,
         ));
     }
@@ -239,35 +275,71 @@ pub fn evaluate(a: &Analysis<'_>, policy: &Policy, loc: &Location, out: &mut Vec
 
 /// Whether the object at `id` was made by an allowlisted constructor.
 fn built_by_allowed(a: &Analysis<'_>, policy: &Policy, id: ObjId) -> bool {
-    let Value::Object(o) = a.value(id) else { return false };
-    let Some(imp) = a.as_import(o.callable) else { return false };
-    matches!(policy.lookup(&imp.module, &imp.name), Some(Allow::Call | Allow::Reconstructor))
+    let Value::Object(o) = a.value(id) else {
+        return false;
+    };
+    let Some(imp) = a.as_import(o.callable) else {
+        return false;
+    };
+    matches!(
+        policy.lookup(&imp.module, &imp.name),
+        Some(Allow::Call | Allow::Reconstructor)
+    )
 }
 
 fn check_reconstructor(a: &Analysis<'_>, policy: &Policy, args: ObjId) -> Result<(), String> {
-    let t = a.as_tuple(args).ok_or("arguments are not a literal tuple")?;
-    let [cls, base, _state] = t else { return Err(format!("{} arguments instead of 3", t.len())) };
-    let cls_imp = a.as_import(*cls).ok_or("the class is not an imported global")?;
-    if !matches!(policy.lookup(&cls_imp.module, &cls_imp.name), Some(Allow::Call)) {
-        return Err(format!("class {} is not on the allowlist", cls_imp.qualified()));
+    let t = a
+        .as_tuple(args)
+        .ok_or("arguments are not a literal tuple")?;
+    let [cls, base, _state] = t else {
+        return Err(format!("{} arguments instead of 3", t.len()));
+    };
+    let cls_imp = a
+        .as_import(*cls)
+        .ok_or("the class is not an imported global")?;
+    if !matches!(
+        policy.lookup(&cls_imp.module, &cls_imp.name),
+        Some(Allow::Call)
+    ) {
+        return Err(format!(
+            "class {} is not on the allowlist",
+            cls_imp.qualified()
+        ));
     }
-    let base_imp = a.as_import(*base).ok_or("the base is not an imported global")?;
-    const BASES: &[&str] = &["object", "dict", "list", "set", "tuple", "int", "float", "str", "bytes"];
+    let base_imp = a
+        .as_import(*base)
+        .ok_or("the base is not an imported global")?;
+    const BASES: &[&str] = &[
+        "object", "dict", "list", "set", "tuple", "int", "float", "str", "bytes",
+    ];
     if base_imp.module != "builtins" || !BASES.contains(&base_imp.name.as_str()) {
-        return Err(format!("base {} is not a builtin type", base_imp.qualified()));
+        return Err(format!(
+            "base {} is not a builtin type",
+            base_imp.qualified()
+        ));
     }
     Ok(())
 }
 
 fn check_codecs_encode(a: &Analysis<'_>, args: ObjId) -> Result<(), String> {
-    let t = a.as_tuple(args).ok_or("arguments are not a literal tuple")?;
+    let t = a
+        .as_tuple(args)
+        .ok_or("arguments are not a literal tuple")?;
     match t {
         [data, enc] => {
             if !matches!(a.value(*data), Value::Str(_)) {
                 return Err("the data is not a string".into());
             }
             let enc = a.as_str(*enc).ok_or("the codec name is not a string")?;
-            const OK: &[&str] = &["latin1", "latin-1", "iso-8859-1", "iso8859-1", "utf-8", "utf8", "ascii"];
+            const OK: &[&str] = &[
+                "latin1",
+                "latin-1",
+                "iso-8859-1",
+                "iso8859-1",
+                "utf-8",
+                "utf8",
+                "ascii",
+            ];
             if OK.contains(&enc.to_ascii_lowercase().as_str()) {
                 Ok(())
             } else {

@@ -97,9 +97,23 @@ pub struct FileScan {
 /// "something else".
 fn pickle_like_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    [".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".dat", ".data", ".npy", ".npz", ".metadata", ".distcp"]
-        .iter()
-        .any(|e| lower.ends_with(e))
+    [
+        ".pkl",
+        ".pickle",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".bin",
+        ".joblib",
+        ".dat",
+        ".data",
+        ".npy",
+        ".npz",
+        ".metadata",
+        ".distcp",
+    ]
+    .iter()
+    .any(|e| lower.ends_with(e))
 }
 
 /// Scans one source. `name` is used for messages and to decide whether an unparsable file
@@ -109,7 +123,10 @@ pub fn scan_source(src: &dyn ReadAt, name: &str, opts: &ScanOptions) -> FileScan
     if src.is_empty() {
         out.format = "empty".into();
         if pickle_like_name(name) {
-            out.findings.push(Finding::new(Code::MalformedPickle, "empty file: pickle.load fails with EOFError"));
+            out.findings.push(Finding::new(
+                Code::MalformedPickle,
+                "empty file: pickle.load fails with EOFError",
+            ));
         } else {
             out.skipped = Some("empty file".into());
         }
@@ -119,7 +136,8 @@ pub fn scan_source(src: &dyn ReadAt, name: &str, opts: &ScanOptions) -> FileScan
         Ok(k) => k,
         Err(e) => {
             out.format = "unknown".into();
-            out.findings.push(Finding::new(Code::Unreadable, format!("cannot read: {e}")));
+            out.findings
+                .push(Finding::new(Code::Unreadable, format!("cannot read: {e}")));
             return out;
         }
     };
@@ -153,7 +171,10 @@ fn scan_stream(src: &dyn ReadAt, name: &str, opts: &ScanOptions, out: &mut FileS
     let data = match bytes_at(src, 0, src.len(), opts.limits.max_pickle_bytes) {
         Ok(d) => d,
         Err(e) => {
-            out.findings.push(Finding::new(Code::LimitExceeded, format!("pickle stream not analysed: {e}")));
+            out.findings.push(Finding::new(
+                Code::LimitExceeded,
+                format!("pickle stream not analysed: {e}"),
+            ));
             return;
         }
     };
@@ -191,15 +212,21 @@ pub(crate) fn not_a_pickle(a: &Analysis<'_>) -> bool {
         && a.builds.is_empty()
         && a.mutations.is_empty()
         && a.persistent_ids.is_empty()
-        && !a.issues.iter().any(|i| matches!(i.kind, IssueKind::Limit(_)))
+        && !a
+            .issues
+            .iter()
+            .any(|i| matches!(i.kind, IssueKind::Limit(_)))
 }
 
 /// The failure may be caused only by where the input was cut (used when probing a prefix of
 /// a member `total` bytes long): a length that overruns the whole member is a real failure.
 fn cut_short(a: &Analysis<'_>, total: u64) -> bool {
     a.issues.iter().any(|i| match &i.kind {
-        IssueKind::MissingStop | IssueKind::Decode(OpErrorKind::Truncated) | IssueKind::Decode(OpErrorKind::LineTooLong(_)) => true,
-        IssueKind::Decode(OpErrorKind::LengthPastEnd { claimed, .. }) | IssueKind::FrameOverrun { claimed, .. } => {
+        IssueKind::MissingStop
+        | IssueKind::Decode(OpErrorKind::Truncated)
+        | IssueKind::Decode(OpErrorKind::LineTooLong(_)) => true,
+        IssueKind::Decode(OpErrorKind::LengthPastEnd { claimed, .. })
+        | IssueKind::FrameOverrun { claimed, .. } => {
             (i.offset as u64).saturating_add(*claimed) <= total
         }
         _ => false,
@@ -219,7 +246,10 @@ fn scan_npy(src: &dyn ReadAt, entry: Option<&str>, opts: &ScanOptions, out: &mut
     let h = match npy::parse_header(src) {
         Ok(h) => h,
         Err(e) => {
-            out.findings.push(place(Finding::new(Code::NpyMalformed, format!("malformed .npy header: {e}"))));
+            out.findings.push(place(Finding::new(
+                Code::NpyMalformed,
+                format!("malformed .npy header: {e}"),
+            )));
             return;
         }
     };
@@ -227,17 +257,27 @@ fn scan_npy(src: &dyn ReadAt, entry: Option<&str>, opts: &ScanOptions, out: &mut
         return;
     }
     out.findings.push(
-        place(Finding::new(Code::NpyObjectArray, "object array: the body is a pickle (numpy.load needs allow_pickle=True)"))
-            .at(h.body_offset),
+        place(Finding::new(
+            Code::NpyObjectArray,
+            "object array: the body is a pickle (numpy.load needs allow_pickle=True)",
+        ))
+        .at(h.body_offset),
     );
     let len = src.len() - h.body_offset;
     match bytes_at(src, h.body_offset, len, opts.limits.max_pickle_bytes) {
         Ok(body) => {
             let a = analyze(&body, &opts.limits.pickle);
-            let loc = Location { entry: entry.map(str::to_string), base: h.body_offset, ..Location::default() };
+            let loc = Location {
+                entry: entry.map(str::to_string),
+                base: h.body_offset,
+                ..Location::default()
+            };
             add_pickle(&a, loc, opts, out);
         }
-        Err(e) => out.findings.push(place(Finding::new(Code::LimitExceeded, format!("npy body not analysed: {e}")))),
+        Err(e) => out.findings.push(place(Finding::new(
+            Code::LimitExceeded,
+            format!("npy body not analysed: {e}"),
+        ))),
     }
 }
 
@@ -268,7 +308,12 @@ fn zip_anomaly_code(a: &ZipAnomaly) -> Code {
 
 /// The bytes of a member as torch reads them: borrowed from the source when stored,
 /// decompressed (under the limits) otherwise.
-fn entry_bytes<'s>(src: &'s dyn ReadAt, zip: &ZipArchive<'_>, e: &ZipEntry, opts: &ScanOptions) -> Result<Box<dyn ReadAt + 's>, String> {
+fn entry_bytes<'s>(
+    src: &'s dyn ReadAt,
+    zip: &ZipArchive<'_>,
+    e: &ZipEntry,
+    opts: &ScanOptions,
+) -> Result<Box<dyn ReadAt + 's>, String> {
     if let Some((off, len)) = zip.entry_range(e) {
         return SubRange::new(src, off, len)
             .map(|s| Box::new(s) as Box<dyn ReadAt>)
@@ -290,7 +335,10 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
     let zip = match ZipArchive::open(src, limits) {
         Ok(z) => z,
         Err(e) => {
-            out.findings.push(Finding::new(Code::ZipUnreadable, format!("zip not readable the way torch reads it: {e}")));
+            out.findings.push(Finding::new(
+                Code::ZipUnreadable,
+                format!("zip not readable the way torch reads it: {e}"),
+            ));
             return;
         }
     };
@@ -308,8 +356,15 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
         }
         out.findings.push(f);
     }
-    let names: Vec<String> = zip.entries().iter().map(|e| e.name_lossy().to_ascii_lowercase()).collect();
-    let is_npz = !names.is_empty() && names.iter().all(|n| n.ends_with(".npy") || n.ends_with('/'));
+    let names: Vec<String> = zip
+        .entries()
+        .iter()
+        .map(|e| e.name_lossy().to_ascii_lowercase())
+        .collect();
+    let is_npz = !names.is_empty()
+        && names
+            .iter()
+            .all(|n| n.ends_with(".npy") || n.ends_with('/'));
     out.format = if is_npz {
         "npz".into()
     } else if torch {
@@ -322,7 +377,9 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
         out.weights_only = Some(torch::WeightsOnly {
             accepted: false,
             needs_safe_globals: Vec::new(),
-            blocker: Some("TorchScript archive: load it with torch.jit.load, which runs its code".into()),
+            blocker: Some(
+                "TorchScript archive: load it with torch.jit.load, which runs its code".into(),
+            ),
         });
     }
     for entry in zip.entries() {
@@ -334,7 +391,10 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
         let body = match entry_bytes(src, &zip, entry, opts) {
             Ok(b) => b,
             Err(e) => {
-                out.findings.push(Finding::new(Code::ZipEntryUnreadable, format!("{name}: {e}")).entry(name.clone()));
+                out.findings.push(
+                    Finding::new(Code::ZipEntryUnreadable, format!("{name}: {e}"))
+                        .entry(name.clone()),
+                );
                 continue;
             }
         };
@@ -348,17 +408,28 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
                 Ok(data) => {
                     let a = analyze(&data, &opts.limits.pickle);
                     let data_pkl = torch && lname.ends_with("/data.pkl");
-                    let loc = Location { entry: Some(name.clone()), base: 0, persistent_ids_expected: data_pkl, multi_pickle: false };
+                    let loc = Location {
+                        entry: Some(name.clone()),
+                        base: 0,
+                        persistent_ids_expected: data_pkl,
+                        multi_pickle: false,
+                    };
                     add_pickle(&a, loc.clone(), opts, out);
                     if data_pkl {
                         torch::check_zip_persistent_ids(&a, &zip, &name, &mut out.findings);
                         torch::check_instantiator(&a, &loc, &mut out.findings);
                         if out.format != "torchscript" {
-                            torch::merge_weights_only(&mut out.weights_only, torch::weights_only(&a));
+                            torch::merge_weights_only(
+                                &mut out.weights_only,
+                                torch::weights_only(&a),
+                            );
                         }
                     }
                 }
-                Err(e) => out.findings.push(Finding::new(Code::LimitExceeded, format!("{name}: not analysed: {e}")).entry(name.clone())),
+                Err(e) => out.findings.push(
+                    Finding::new(Code::LimitExceeded, format!("{name}: not analysed: {e}"))
+                        .entry(name.clone()),
+                ),
             }
             continue;
         }
@@ -368,18 +439,36 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
         let mut probe = PROBE;
         loop {
             let n = probe.min(body.len());
-            let Ok(head) = bytes_at(&*body, 0, n, opts.limits.max_pickle_bytes) else { break };
+            let Ok(head) = bytes_at(&*body, 0, n, opts.limits.max_pickle_bytes) else {
+                break;
+            };
             let a = analyze(&head, &opts.limits.pickle);
             if hidden_pickle(&a) {
                 // It imports or calls: analyse all of it, whatever its name.
                 if n < body.len() {
                     if let Ok(all) = bytes_at(&*body, 0, body.len(), opts.limits.max_pickle_bytes) {
                         let a = analyze(&all, &opts.limits.pickle);
-                        add_pickle(&a, Location { entry: Some(name.clone()), ..Location::default() }, opts, out);
+                        add_pickle(
+                            &a,
+                            Location {
+                                entry: Some(name.clone()),
+                                ..Location::default()
+                            },
+                            opts,
+                            out,
+                        );
                         break;
                     }
                 }
-                add_pickle(&a, Location { entry: Some(name.clone()), ..Location::default() }, opts, out);
+                add_pickle(
+                    &a,
+                    Location {
+                        entry: Some(name.clone()),
+                        ..Location::default()
+                    },
+                    opts,
+                    out,
+                );
                 break;
             }
             if n == body.len() || !cut_short(&a, body.len()) || n >= PROBE_MAX {
@@ -398,6 +487,8 @@ fn hidden_pickle(a: &Analysis<'_>) -> bool {
     let complete = a.pickles.first().is_some_and(|p| p.end.is_some());
     let acts = !(a.imports.is_empty() && a.builds.is_empty() && a.mutations.is_empty());
     !a.calls.is_empty()
-        || a.imports.iter().any(|i| i.dynamic || policy::danger(&i.module, &i.name).is_some())
+        || a.imports
+            .iter()
+            .any(|i| i.dynamic || policy::danger(&i.module, &i.name).is_some())
         || (complete && acts)
 }

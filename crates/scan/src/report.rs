@@ -66,7 +66,13 @@ pub struct FileReport {
 
 impl FileReport {
     /// Builds a report and decides its verdict.
-    pub fn new(path: String, scan: crate::FileScan, size: u64, bytes_read: u64, fail_on: Severity) -> Self {
+    pub fn new(
+        path: String,
+        scan: crate::FileScan,
+        size: u64,
+        bytes_read: u64,
+        fail_on: Severity,
+    ) -> Self {
         let mut findings = scan.findings;
         findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.offset.cmp(&b.offset)));
         let verdict = if findings.iter().any(|f| f.blocking || f.severity >= fail_on) {
@@ -149,7 +155,10 @@ impl Report {
     /// Assembles a report (files sorted by path for determinism).
     pub fn new(mut files: Vec<FileReport>, fail_on: Severity) -> Self {
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        let mut s = Summary { files: files.len(), ..Summary::default() };
+        let mut s = Summary {
+            files: files.len(),
+            ..Summary::default()
+        };
         for f in &files {
             match f.verdict {
                 Verdict::Safe => s.safe += 1,
@@ -160,7 +169,10 @@ impl Report {
         }
         Report {
             schema_version: SCHEMA_VERSION,
-            tool: Tool { name: "ckptguard".into(), version: env!("CARGO_PKG_VERSION").into() },
+            tool: Tool {
+                name: "ckptguard".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
             fail_on,
             files,
             summary: s,
@@ -180,6 +192,9 @@ impl Report {
 
     /// Every global imported by any file, sorted.
     pub fn all_globals(&self) -> BTreeSet<String> {
-        self.files.iter().flat_map(|f| f.globals.iter().cloned()).collect()
+        self.files
+            .iter()
+            .flat_map(|f| f.globals.iter().cloned())
+            .collect()
     }
 }

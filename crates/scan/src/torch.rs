@@ -56,13 +56,24 @@ fn int_of(a: &Analysis<'_>, id: ObjId) -> Option<i64> {
 
 fn storage_class(a: &Analysis<'_>, id: ObjId) -> Option<(String, u64)> {
     let imp = a.as_import(id)?;
-    let ok = (imp.module == "torch" || imp.module == "torch.storage") && storage_element_size(&imp.name).is_some();
-    ok.then(|| (imp.qualified(), storage_element_size(&imp.name).unwrap_or(1)))
+    let ok = (imp.module == "torch" || imp.module == "torch.storage")
+        && storage_element_size(&imp.name).is_some();
+    ok.then(|| {
+        (
+            imp.qualified(),
+            storage_element_size(&imp.name).unwrap_or(1),
+        )
+    })
 }
 
 /// Checks torch-zip persistent ids: `('storage', <storage class>, key, location, numel)`
 /// naming an existing `data/<key>` record of at least `numel × itemsize` bytes.
-pub(crate) fn check_zip_persistent_ids(a: &Analysis<'_>, zip: &ZipArchive<'_>, entry: &str, out: &mut Vec<Finding>) {
+pub(crate) fn check_zip_persistent_ids(
+    a: &Analysis<'_>,
+    zip: &ZipArchive<'_>,
+    entry: &str,
+    out: &mut Vec<Finding>,
+) {
     let mut reported = 0usize;
     for p in &a.persistent_ids {
         if reported >= 20 {
@@ -78,7 +89,8 @@ pub(crate) fn check_zip_persistent_ids(a: &Analysis<'_>, zip: &ZipArchive<'_>, e
         let class = t.get(1).and_then(|c| storage_class(a, *c));
         let key = t.get(2).and_then(|k| a.as_str(*k));
         let numel = t.get(4).and_then(|n| int_of(a, *n));
-        let (Some((_, itemsize)), Some(key), Some(numel), true) = (class, key, numel, shape_ok) else {
+        let (Some((_, itemsize)), Some(key), Some(numel), true) = (class, key, numel, shape_ok)
+        else {
             out.push(at(Finding::new(
                 Code::TorchPersistentId,
                 format!("persistent id {} is not ('storage', <storage class>, key, location, numel)", a.render(p.pid)),
@@ -90,11 +102,18 @@ pub(crate) fn check_zip_persistent_ids(a: &Analysis<'_>, zip: &ZipArchive<'_>, e
         let record = format!("data/{key}");
         match zip.torch_lookup(&record) {
             None => {
-                out.push(at(Finding::new(Code::TorchMissingStorage, format!("persistent id names storage record {record:?}, which the archive lacks"))));
+                out.push(at(Finding::new(
+                    Code::TorchMissingStorage,
+                    format!(
+                        "persistent id names storage record {record:?}, which the archive lacks"
+                    ),
+                )));
                 reported += 1;
             }
             Some(e) => {
-                let need = u64::try_from(numel).ok().and_then(|n| n.checked_mul(itemsize));
+                let need = u64::try_from(numel)
+                    .ok()
+                    .and_then(|n| n.checked_mul(itemsize));
                 if need.is_none_or(|n| n > e.uncompressed_size) {
                     out.push(at(Finding::new(
                         Code::TorchMissingStorage,
@@ -110,14 +129,20 @@ pub(crate) fn check_zip_persistent_ids(a: &Analysis<'_>, zip: &ZipArchive<'_>, e
 /// TorchScript archives run their `code/` on load.
 pub(crate) fn check_torchscript(zip: &ZipArchive<'_>, out: &mut Vec<Finding>) -> bool {
     let constants = zip.torch_lookup("constants.pkl").is_some();
-    let prefix = zip.prefix().map(|p| String::from_utf8_lossy(p).to_ascii_lowercase()).unwrap_or_default();
+    let prefix = zip
+        .prefix()
+        .map(|p| String::from_utf8_lossy(p).to_ascii_lowercase())
+        .unwrap_or_default();
     let code: Vec<String> = zip
         .entries()
         .iter()
         .map(|e| e.name_lossy().into_owned())
         .filter(|n| {
             let l = n.to_ascii_lowercase();
-            l.strip_prefix(&format!("{prefix}/")).unwrap_or(&l).starts_with("code/") && !l.ends_with('/')
+            l.strip_prefix(&format!("{prefix}/"))
+                .unwrap_or(&l)
+                .starts_with("code/")
+                && !l.ends_with('/')
         })
         .collect();
     if !constants && code.is_empty() {
@@ -137,9 +162,15 @@ pub(crate) fn check_torchscript(zip: &ZipArchive<'_>, out: &mut Vec<Finding>) ->
 
 /// Lightning imports and calls `hyper_parameters["_instantiator"]` when it is set.
 pub(crate) fn check_instantiator(a: &Analysis<'_>, loc: &Location, out: &mut Vec<Finding>) {
-    let Some(root) = a.pickles.first().and_then(|p| p.root) else { return };
-    let Some(hp) = lookup(a, root, "hyper_parameters") else { return };
-    let Some(inst) = lookup(a, hp, "_instantiator") else { return };
+    let Some(root) = a.pickles.first().and_then(|p| p.root) else {
+        return;
+    };
+    let Some(hp) = lookup(a, root, "hyper_parameters") else {
+        return;
+    };
+    let Some(inst) = lookup(a, hp, "_instantiator") else {
+        return;
+    };
     let ok = a.as_str(inst) == Some(LIGHTNING_INSTANTIATOR);
     if !ok {
         let mut f = Finding::new(
@@ -162,18 +193,49 @@ fn lookup(a: &Analysis<'_>, id: ObjId, key: &str) -> Option<ObjId> {
         Value::Object(o) => &o.entries,
         _ => return None,
     };
-    pairs.iter().rev().find(|(k, _)| a.as_str(*k) == Some(key)).map(|(_, v)| *v)
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| a.as_str(*k) == Some(key))
+        .map(|(_, v)| *v)
 }
 
 /// Opcodes torch's weights-only unpickler (`torch/_weights_only_unpickler.py`) implements.
 const WEIGHTS_ONLY_OPCODES: &[Opcode] = &[
-    Opcode::GLOBAL, Opcode::NEWOBJ, Opcode::REDUCE, Opcode::BUILD, Opcode::APPEND, Opcode::APPENDS,
-    Opcode::SETITEM, Opcode::SETITEMS, Opcode::MARK, Opcode::TUPLE, Opcode::TUPLE1, Opcode::TUPLE2,
-    Opcode::TUPLE3, Opcode::NONE, Opcode::NEWFALSE, Opcode::NEWTRUE, Opcode::EMPTY_TUPLE,
-    Opcode::EMPTY_LIST, Opcode::EMPTY_DICT, Opcode::EMPTY_SET, Opcode::BININT, Opcode::BININT1,
-    Opcode::BININT2, Opcode::BINFLOAT, Opcode::BINUNICODE, Opcode::SHORT_BINSTRING, Opcode::BINPERSID,
-    Opcode::BINGET, Opcode::LONG_BINGET, Opcode::BINPUT, Opcode::LONG_BINPUT, Opcode::LONG1,
-    Opcode::PROTO, Opcode::STOP,
+    Opcode::GLOBAL,
+    Opcode::NEWOBJ,
+    Opcode::REDUCE,
+    Opcode::BUILD,
+    Opcode::APPEND,
+    Opcode::APPENDS,
+    Opcode::SETITEM,
+    Opcode::SETITEMS,
+    Opcode::MARK,
+    Opcode::TUPLE,
+    Opcode::TUPLE1,
+    Opcode::TUPLE2,
+    Opcode::TUPLE3,
+    Opcode::NONE,
+    Opcode::NEWFALSE,
+    Opcode::NEWTRUE,
+    Opcode::EMPTY_TUPLE,
+    Opcode::EMPTY_LIST,
+    Opcode::EMPTY_DICT,
+    Opcode::EMPTY_SET,
+    Opcode::BININT,
+    Opcode::BININT1,
+    Opcode::BININT2,
+    Opcode::BINFLOAT,
+    Opcode::BINUNICODE,
+    Opcode::SHORT_BINSTRING,
+    Opcode::BINPERSID,
+    Opcode::BINGET,
+    Opcode::LONG_BINGET,
+    Opcode::BINPUT,
+    Opcode::LONG_BINPUT,
+    Opcode::LONG1,
+    Opcode::PROTO,
+    Opcode::STOP,
 ];
 
 use crate::policy::TORCH_TENSOR_CLASSES;
@@ -181,18 +243,38 @@ use crate::policy::TORCH_TENSOR_CLASSES;
 /// torch's default weights-only allowlist (`_get_allowed_globals`).
 fn torch_allows(g: &str) -> bool {
     const FIXED: &[&str] = &[
-        "collections.OrderedDict", "collections.Counter", "torch.nn.parameter.Parameter",
-        "torch.serialization._get_layout", "torch.Size", "torch.Tensor", "torch.device",
-        "_codecs.encode", "builtins.bytearray", "builtins.set", "builtins.complex",
-        "torch._tensor._rebuild_from_type_v2", "torch.storage.TypedStorage", "torch.storage.UntypedStorage",
-        "torch.per_tensor_affine", "torch.per_tensor_symmetric", "torch.per_channel_affine",
-        "torch.per_channel_symmetric", "torch.per_channel_affine_float_qparams",
+        "collections.OrderedDict",
+        "collections.Counter",
+        "torch.nn.parameter.Parameter",
+        "torch.serialization._get_layout",
+        "torch.Size",
+        "torch.Tensor",
+        "torch.device",
+        "_codecs.encode",
+        "builtins.bytearray",
+        "builtins.set",
+        "builtins.complex",
+        "torch._tensor._rebuild_from_type_v2",
+        "torch.storage.TypedStorage",
+        "torch.storage.UntypedStorage",
+        "torch.per_tensor_affine",
+        "torch.per_tensor_symmetric",
+        "torch.per_channel_affine",
+        "torch.per_channel_symmetric",
+        "torch.per_channel_affine_float_qparams",
     ];
     const REBUILD: &[&str] = &[
-        "_rebuild_parameter", "_rebuild_parameter_with_state", "_rebuild_qtensor", "_rebuild_tensor",
-        "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_sparse_tensor",
-        "_rebuild_meta_tensor_no_storage", "_rebuild_wrapper_subclass",
-        "_rebuild_device_tensor_from_numpy", "_rebuild_device_tensor_from_cpu_tensor",
+        "_rebuild_parameter",
+        "_rebuild_parameter_with_state",
+        "_rebuild_qtensor",
+        "_rebuild_tensor",
+        "_rebuild_tensor_v2",
+        "_rebuild_tensor_v3",
+        "_rebuild_sparse_tensor",
+        "_rebuild_meta_tensor_no_storage",
+        "_rebuild_wrapper_subclass",
+        "_rebuild_device_tensor_from_numpy",
+        "_rebuild_device_tensor_from_cpu_tensor",
     ];
     if FIXED.contains(&g) {
         return true;
@@ -216,22 +298,41 @@ pub(crate) fn weights_only(a: &Analysis<'_>) -> WeightsOnly {
         .filter(|o| !WEIGHTS_ONLY_OPCODES.contains(o))
         .map(|o| o.name())
         .collect();
-    let mut needs: BTreeSet<String> = a.imports.iter().map(|i| i.qualified()).filter(|g| !torch_allows(g)).collect();
+    let mut needs: BTreeSet<String> = a
+        .imports
+        .iter()
+        .map(|i| i.qualified())
+        .filter(|g| !torch_allows(g))
+        .collect();
     // BUILD needs the *type* of its target allowlisted: for numpy dtypes that is the per-dtype
     // class (`numpy.dtype("f8")` is a `numpy.dtypes.Float64DType`), which no GLOBAL names.
     for b in &a.builds {
-        let Value::Object(o) = a.value(b.target) else { continue };
+        let Value::Object(o) = a.value(b.target) else {
+            continue;
+        };
         if a.as_import(o.callable).map(|i| i.qualified()).as_deref() != Some("numpy.dtype") {
             continue;
         }
-        if let Some(cls) = a.as_tuple(o.args).and_then(|t| t.first()).and_then(|c| a.as_str(*c)).and_then(numpy_dtype_class) {
+        if let Some(cls) = a
+            .as_tuple(o.args)
+            .and_then(|t| t.first())
+            .and_then(|c| a.as_str(*c))
+            .and_then(numpy_dtype_class)
+        {
             needs.insert(format!("numpy.dtypes.{cls}"));
         }
     }
     let blocker = (!unsupported.is_empty()).then(|| {
-        format!("uses opcodes the weights-only unpickler does not implement: {}", unsupported.join(", "))
+        format!(
+            "uses opcodes the weights-only unpickler does not implement: {}",
+            unsupported.join(", ")
+        )
     });
-    WeightsOnly { accepted: blocker.is_none() && needs.is_empty(), needs_safe_globals: needs.into_iter().collect(), blocker }
+    WeightsOnly {
+        accepted: blocker.is_none() && needs.is_empty(),
+        needs_safe_globals: needs.into_iter().collect(),
+        blocker,
+    }
 }
 
 /// The numpy ≥ 1.25 class of a dtype given by its pickled code (`"f8"`, `"i4"`, `"U3"`).
@@ -285,8 +386,11 @@ pub(crate) fn merge_weights_only(into: &mut Option<WeightsOnly>, w: WeightsOnly)
 /// unpickled by torch and are not analysed as pickles.
 pub(crate) fn scan_legacy_stream(data: &[u8], opts: &ScanOptions, out: &mut FileScan) -> bool {
     let mut a = Analysis::new(data);
-    let PickleEnd::Stop(mut pos) = analyze_pickle_at(&mut a, 0, &opts.limits.pickle) else { return false };
-    let magic = a.pickles[0].root.map(|r| a.value(r)) == Some(&Value::BigInt(LEGACY_MAGIC_LE.to_vec()));
+    let PickleEnd::Stop(mut pos) = analyze_pickle_at(&mut a, 0, &opts.limits.pickle) else {
+        return false;
+    };
+    let magic =
+        a.pickles[0].root.map(|r| a.value(r)) == Some(&Value::BigInt(LEGACY_MAGIC_LE.to_vec()));
     if !magic || !a.imports.is_empty() || !a.calls.is_empty() {
         return false;
     }
@@ -297,7 +401,12 @@ pub(crate) fn scan_legacy_stream(data: &[u8], opts: &ScanOptions, out: &mut File
             PickleEnd::Failed => break,
         }
     }
-    let loc = Location { entry: None, base: 0, persistent_ids_expected: true, multi_pickle: true };
+    let loc = Location {
+        entry: None,
+        base: 0,
+        persistent_ids_expected: true,
+        multi_pickle: true,
+    };
     add_pickle(&a, loc.clone(), opts, out);
     check_legacy_persistent_ids(&a, &mut out.findings);
     check_instantiator_in(&a, 3, &loc, &mut out.findings);
@@ -307,9 +416,15 @@ pub(crate) fn scan_legacy_stream(data: &[u8], opts: &ScanOptions, out: &mut File
 
 /// Lightning checkpoints inside legacy files: the object is the fourth pickle.
 fn check_instantiator_in(a: &Analysis<'_>, pickle: usize, loc: &Location, out: &mut Vec<Finding>) {
-    let Some(root) = a.pickles.get(pickle).and_then(|p| p.root) else { return };
-    let Some(hp) = lookup(a, root, "hyper_parameters") else { return };
-    let Some(inst) = lookup(a, hp, "_instantiator") else { return };
+    let Some(root) = a.pickles.get(pickle).and_then(|p| p.root) else {
+        return;
+    };
+    let Some(hp) = lookup(a, root, "hyper_parameters") else {
+        return;
+    };
+    let Some(inst) = lookup(a, hp, "_instantiator") else {
+        return;
+    };
     if a.as_str(inst) != Some(LIGHTNING_INSTANTIATOR) {
         let mut f = Finding::new(
             Code::LightningInstantiator,
@@ -324,15 +439,25 @@ fn check_instantiator_in(a: &Analysis<'_>, pickle: usize, loc: &Location, out: &
 
 fn check_legacy_persistent_ids(a: &Analysis<'_>, out: &mut Vec<Finding>) {
     for p in a.persistent_ids.iter().take(20) {
-        let ok = a.as_tuple(p.pid).is_some_and(|t| match t.first().and_then(|k| a.as_str(*k)) {
-            Some("storage") => t.len() == 6 && t.get(1).and_then(|c| storage_class(a, *c)).is_some(),
-            Some("module") => t.len() == 4,
-            _ => false,
-        });
+        let ok = a
+            .as_tuple(p.pid)
+            .is_some_and(|t| match t.first().and_then(|k| a.as_str(*k)) {
+                Some("storage") => {
+                    t.len() == 6 && t.get(1).and_then(|c| storage_class(a, *c)).is_some()
+                }
+                Some("module") => t.len() == 4,
+                _ => false,
+            });
         if !ok {
             out.push(
-                Finding::new(Code::TorchPersistentId, format!("persistent id {} is not a legacy torch storage or module reference", a.render(p.pid)))
-                    .at(p.offset as u64),
+                Finding::new(
+                    Code::TorchPersistentId,
+                    format!(
+                        "persistent id {} is not a legacy torch storage or module reference",
+                        a.render(p.pid)
+                    ),
+                )
+                .at(p.offset as u64),
             );
         }
     }
@@ -347,7 +472,10 @@ pub(crate) fn scan_legacy_tar(src: &dyn ReadAt, opts: &ScanOptions, out: &mut Fi
         Err(tar::TarError::NotTar) => return false,
         Err(e) => {
             out.format = "tar".into();
-            out.findings.push(Finding::new(Code::TorchLegacyLayout, format!("tar archive not readable: {e}")));
+            out.findings.push(Finding::new(
+                Code::TorchLegacyLayout,
+                format!("tar archive not readable: {e}"),
+            ));
             return true;
         }
     };
@@ -358,11 +486,19 @@ pub(crate) fn scan_legacy_tar(src: &dyn ReadAt, opts: &ScanOptions, out: &mut Fi
         blocker: Some("weights_only=True refuses the legacy tar format".into()),
     });
     let read = |m: &TarMember| bytes_at(src, m.offset, m.size, opts.limits.max_pickle_bytes);
-    for (name, plan) in [("storages", Plan::Storages), ("tensors", Plan::Tensors), ("pickle", Plan::One)] {
-        let Some(m) = tar::get_member(&members, name) else { continue };
+    for (name, plan) in [
+        ("storages", Plan::Storages),
+        ("tensors", Plan::Tensors),
+        ("pickle", Plan::One),
+    ] {
+        let Some(m) = tar::get_member(&members, name) else {
+            continue;
+        };
         match read(m) {
             Ok(data) => follow(&data, name, m.offset, plan, opts, out),
-            Err(e) => out.findings.push(Finding::new(Code::LimitExceeded, format!("tar member {name}: {e}")).entry(name)),
+            Err(e) => out.findings.push(
+                Finding::new(Code::LimitExceeded, format!("tar member {name}: {e}")).entry(name),
+            ),
         }
     }
     // Every other member that holds a pickle (torch ignores them; other tools may not).
@@ -373,7 +509,11 @@ pub(crate) fn scan_legacy_tar(src: &dyn ReadAt, opts: &ScanOptions, out: &mut Fi
         if let Ok(data) = read(m) {
             let a = ckptguard_pickle::analyze(&data, &opts.limits.pickle);
             if !crate::not_a_pickle(&a) {
-                let loc = Location { entry: Some(m.name.clone()), base: m.offset, ..Location::default() };
+                let loc = Location {
+                    entry: Some(m.name.clone()),
+                    base: m.offset,
+                    ..Location::default()
+                };
                 add_pickle(&a, loc, opts, out);
             }
         }
@@ -393,7 +533,8 @@ fn follow(data: &[u8], name: &str, base: u64, plan: Plan, opts: &ScanOptions, ou
     let mut a = Analysis::new(data);
     let lim = &opts.limits.pickle;
     let fail = |out: &mut FileScan, why: String| {
-        out.findings.push(Finding::new(Code::TorchLegacyLayout, format!("{name}: {why}")).entry(name));
+        out.findings
+            .push(Finding::new(Code::TorchLegacyLayout, format!("{name}: {why}")).entry(name));
     };
     let mut pos = 0usize;
     let next = |a: &mut Analysis<'_>, pos: &mut usize| -> Option<ObjId> {
@@ -420,33 +561,60 @@ fn follow(data: &[u8], name: &str, base: u64, plan: Plan, opts: &ScanOptions, ou
             }
             for i in 0..n {
                 let Some(args) = next(&mut a, &mut pos) else {
-                    fail(out, format!("record {i}: the argument pickle is missing or malformed"));
+                    fail(
+                        out,
+                        format!("record {i}: the argument pickle is missing or malformed"),
+                    );
                     break 'walk;
                 };
                 let skip = match plan {
                     Plan::Storages => {
                         // (key, location, storage_type), then i64 numel + numel × itemsize bytes.
-                        let size = a.as_tuple(args).and_then(|t| t.get(2).copied()).and_then(|c| storage_class(&a, c)).map(|(_, s)| s);
+                        let size = a
+                            .as_tuple(args)
+                            .and_then(|t| t.get(2).copied())
+                            .and_then(|c| storage_class(&a, c))
+                            .map(|(_, s)| s);
                         let Some(itemsize) = size else {
-                            fail(out, format!("record {i}: storage type is not a torch storage class"));
+                            fail(
+                                out,
+                                format!("record {i}: storage type is not a torch storage class"),
+                            );
                             break 'walk;
                         };
-                        let Some(numel) = data.get(pos..pos + 8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8]))) else {
+                        let Some(numel) = data
+                            .get(pos..pos + 8)
+                            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                        else {
                             fail(out, format!("record {i}: truncated"));
                             break 'walk;
                         };
-                        u64::try_from(numel).ok().and_then(|n| n.checked_mul(itemsize)).and_then(|b| b.checked_add(8))
+                        u64::try_from(numel)
+                            .ok()
+                            .and_then(|n| n.checked_mul(itemsize))
+                            .and_then(|b| b.checked_add(8))
                     }
                     _ => {
                         // i32 ndim, 4 bytes, ndim × i64 sizes, ndim × i64 strides, i64 offset.
-                        let ndim = data.get(pos..pos + 4).map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
-                        ndim.and_then(|d| u64::try_from(d).ok()).and_then(|d| d.checked_mul(16)).and_then(|b| b.checked_add(16))
+                        let ndim = data
+                            .get(pos..pos + 4)
+                            .map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+                        ndim.and_then(|d| u64::try_from(d).ok())
+                            .and_then(|d| d.checked_mul(16))
+                            .and_then(|b| b.checked_add(16))
                     }
                 };
-                match skip.and_then(|s| usize::try_from(s).ok()).and_then(|s| pos.checked_add(s)).filter(|e| *e <= data.len()) {
+                match skip
+                    .and_then(|s| usize::try_from(s).ok())
+                    .and_then(|s| pos.checked_add(s))
+                    .filter(|e| *e <= data.len())
+                {
                     Some(e) => pos = e,
                     None => {
-                        fail(out, format!("record {i}: raw data runs past the end of the member"));
+                        fail(
+                            out,
+                            format!("record {i}: raw data runs past the end of the member"),
+                        );
                         break 'walk;
                     }
                 }
@@ -456,9 +624,21 @@ fn follow(data: &[u8], name: &str, base: u64, plan: Plan, opts: &ScanOptions, ou
             }
         }
     }
-    let loc = Location { entry: Some(name.to_string()), base, persistent_ids_expected: name == "pickle", multi_pickle: true };
+    let loc = Location {
+        entry: Some(name.to_string()),
+        base,
+        persistent_ids_expected: name == "pickle",
+        multi_pickle: true,
+    };
     add_pickle(&a, loc, opts, out);
     if name == "pickle" {
-        check_instantiator(&a, &Location { entry: Some(name.into()), ..Location::default() }, &mut out.findings);
+        check_instantiator(
+            &a,
+            &Location {
+                entry: Some(name.into()),
+                ..Location::default()
+            },
+            &mut out.findings,
+        );
     }
 }

@@ -5,7 +5,12 @@ use ckptguard_scan::{scan_source, FileReport, ScanOptions, Severity, Verdict};
 use proptest::prelude::*;
 
 fn fixture(rel: &str) -> Vec<u8> {
-    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)).unwrap()
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(rel),
+    )
+    .unwrap()
 }
 
 fn check(data: Vec<u8>, name: &str) -> Result<(), TestCaseError> {
