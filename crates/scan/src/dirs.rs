@@ -121,15 +121,23 @@ fn int(a: &Analysis<'_>, id: ObjId) -> Option<i64> {
 }
 
 /// One DCP item: where its bytes are.
-struct DcpItem {
-    fqn: String,
-    path: String,
-    offset: u64,
-    length: u64,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DcpItem {
+    /// The state-dict key (`model.layer.weight`).
+    pub fqn: String,
+    /// Chunk offsets of the item within the full tensor (`MetadataIndex.offset`), if any.
+    pub chunk_offset: Option<Vec<i64>>,
+    /// Data file, relative to the checkpoint directory (not yet checked for containment).
+    pub path: String,
+    /// Offset of the item's bytes in the data file.
+    pub offset: u64,
+    /// Length of the item's bytes.
+    pub length: u64,
 }
 
-/// Reads `storage_data` out of the symbolic `Metadata` object.
-fn dcp_items(a: &Analysis<'_>) -> Result<Vec<DcpItem>, String> {
+/// Reads `storage_data` out of the symbolic `Metadata` object of an analysed `.metadata`
+/// pickle: where every item of a DCP checkpoint is stored. Shared by the scanner and the loader.
+pub fn dcp_items(a: &Analysis<'_>) -> Result<Vec<DcpItem>, String> {
     let root = a
         .pickles
         .first()
@@ -142,11 +150,29 @@ fn dcp_items(a: &Analysis<'_>) -> Result<Vec<DcpItem>, String> {
     };
     let mut items = Vec::new();
     for (k, v) in pairs {
-        let fqn = state_dict(a, *k)
+        let key_state = state_dict(a, *k);
+        let fqn = key_state
             .and_then(|s| field(a, s, "fqn"))
             .and_then(|f| a.as_str(f))
             .unwrap_or("?")
             .to_string();
+        // MetadataIndex.offset: a torch.Size (REDUCE of a tuple) or a plain tuple.
+        let ints = |id: ObjId| match a.value(id) {
+            Value::Tuple(t) | Value::List(t) => {
+                t.iter().map(|x| int(a, *x)).collect::<Option<Vec<i64>>>()
+            }
+            _ => None,
+        };
+        let chunk_offset =
+            key_state
+                .and_then(|s| field(a, s, "offset"))
+                .and_then(|o| match a.value(o) {
+                    Value::Object(ob) => a
+                        .as_tuple(ob.args)
+                        .and_then(|t| t.first().copied())
+                        .and_then(ints),
+                    _ => ints(o),
+                });
         let info =
             state_dict(a, *v).ok_or_else(|| format!("storage info of {fqn:?} has no state"))?;
         let path = field(a, info, "relative_path")
@@ -163,6 +189,7 @@ fn dcp_items(a: &Analysis<'_>) -> Result<Vec<DcpItem>, String> {
         };
         items.push(DcpItem {
             fqn,
+            chunk_offset,
             path: path.to_string(),
             offset,
             length,
