@@ -14,4 +14,8 @@ add pickle_ops "${pickles[@]}"
 add pickle_machine "${pickles[@]}"
 add zip_reader "${containers[@]}"
 add scan_bytes "${pickles[@]}" "${containers[@]}"
-for t in pickle_ops pickle_machine zip_reader scan_bytes; do echo "$t: $(ls "corpus/$t" | wc -l) seeds"; done
+add safe_load "${containers[@]}"
+mapfile -t sigs < <(find ../crates/sign ../fixtures -name '*.sig' -size -64k 2>/dev/null)
+mkdir -p corpus/sign_bundle
+if [ ${#sigs[@]} -gt 0 ]; then add sign_bundle "${sigs[@]}"; fi
+for t in pickle_ops pickle_machine zip_reader scan_bytes safe_load sign_bundle; do echo "$t: $(ls "corpus/$t" | wc -l) seeds"; done

@@ -26,7 +26,8 @@ pub enum InspectFormat {
 #[derive(Args, Debug)]
 pub struct InspectArgs {
     /// A checkpoint (torch zip, legacy torch file, Lightning/Fabric .ckpt, DeepSpeed model
-    /// states, plain pickle, .npy) or a DeepSpeed checkpoint directory.
+    /// states, plain pickle, .npy), a DeepSpeed checkpoint directory, or a
+    /// torch.distributed.checkpoint directory (Lightning's sharded checkpoints included).
     pub file: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value_t = InspectFormat::Text)]
@@ -44,7 +45,7 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
-    /// The checkpoint to convert (or a DeepSpeed checkpoint directory).
+    /// The checkpoint to convert (or a DeepSpeed or torch.distributed.checkpoint directory).
     pub input: PathBuf,
     /// The safetensors file to write (atomically: a temporary file in the same directory,
     /// renamed into place).
@@ -75,9 +76,12 @@ fn options(path: &Path, config: Option<&Path>) -> Result<LoadOptions> {
 struct Opened {
     /// The file the tensors come from.
     path: PathBuf,
-    map: Mapped,
+    /// The mapped file (`None` for a DCP directory, loaded whole in [`Opened::dcp`]).
+    map: Option<Mapped>,
     /// For directory containers: the scan of the file, done with the whole directory.
     report: Option<FileReport>,
+    /// A DCP directory, already loaded whole (its tensors own their bytes).
+    dcp: Option<Checkpoint<'static>>,
 }
 
 /// Refusal of unsafe input: the findings (inspect) or one line (convert) and exit 1 (2 when
@@ -120,28 +124,45 @@ fn refuse(what: &str, path: &Path, err: &LoadError, show_report: bool) -> Result
     Ok(if *unreadable_only { 2 } else { 1 })
 }
 
-/// Opens `input`: a file, or a DeepSpeed directory (scanned whole, then its model states file).
+/// Opens `input`: a file, a DeepSpeed directory (scanned whole, then its model states file), or a
+/// DCP directory (scanned whole, then loaded whole).
 fn open(input: &Path, opts: &LoadOptions) -> std::result::Result<Opened, (PathBuf, LoadError)> {
     let meta = std::fs::metadata(input).map_err(|e| (input.to_path_buf(), LoadError::Io(e)))?;
     if !meta.is_dir() {
         let map = Mapped::open(input).map_err(|e| (input.to_path_buf(), LoadError::Io(e)))?;
         return Ok(Opened {
             path: input.to_path_buf(),
-            map,
+            map: Some(map),
             report: None,
+            dcp: None,
         });
     }
     let err = |e: LoadError| (input.to_path_buf(), e);
     let dir = crate::fsdir::FsDir::open(input);
     let Some(kind) = ckptguard_scan::dirs::detect(&dir) else {
         return Err(err(LoadError::Unsupported(
-            "directories other than DeepSpeed checkpoints are not loaded; pass a checkpoint file"
+            "directories other than DeepSpeed and torch.distributed.checkpoint checkpoints are not loaded; pass a checkpoint file"
                 .into(),
         )));
     };
+    if kind == ckptguard_scan::dirs::DirKind::Dcp {
+        // torch.distributed.checkpoint (and Lightning's sharded layout): scanned whole (.metadata,
+        // every item, meta.pt), then rebuilt into owned tensors and values.
+        if let Some((rel, e)) = dir.errors.first() {
+            return Err(err(LoadError::Malformed(format!("{rel}: {e}"))));
+        }
+        let ck =
+            ckptguard_load::dcp::load_dir(&dir, &input.display().to_string(), opts).map_err(err)?;
+        return Ok(Opened {
+            path: input.to_path_buf(),
+            map: None,
+            report: None,
+            dcp: Some(ck),
+        });
+    }
     if kind != ckptguard_scan::dirs::DirKind::DeepSpeed {
         return Err(err(LoadError::Unsupported(format!(
-            "{} directories are not loaded yet; only DeepSpeed checkpoint directories and single files",
+            "{} directories are not loaded yet; only DeepSpeed and torch.distributed.checkpoint directories and single files",
             kind.format()
         ))));
     }
@@ -205,8 +226,9 @@ fn open(input: &Path, opts: &LoadOptions) -> std::result::Result<Opened, (PathBu
     );
     Ok(Opened {
         path,
-        map,
+        map: Some(map),
         report: Some(report),
+        dcp: None,
     })
 }
 
@@ -214,9 +236,19 @@ fn load_opened<'m>(
     o: &'m Opened,
     opts: &LoadOptions,
 ) -> std::result::Result<Checkpoint<'m>, LoadError> {
+    if let Some(c) = &o.dcp {
+        return Ok(Checkpoint {
+            format: c.format.clone(),
+            root: c.root.clone(),
+            report: c.report.clone(),
+        });
+    }
+    let Some(map) = &o.map else {
+        return Err(LoadError::Malformed("nothing was opened".into()));
+    };
     match &o.report {
-        Some(r) => load_scanned(&o.map, r.clone(), opts),
-        None => load(&o.map, &o.path.display().to_string(), opts),
+        Some(r) => load_scanned(map, r.clone(), opts),
+        None => load(map, &o.path.display().to_string(), opts),
     }
 }
 

@@ -271,21 +271,6 @@ fn model_relative_ignores(model: &Path, ignores: &[PathBuf]) -> Result<Vec<PathB
     Ok(out)
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 fn short(hex: &str) -> &str {
     &hex[..hex.len().min(16)]
 }
@@ -417,7 +402,7 @@ pub fn sign(a: &SignArgs) -> Result<i32> {
                 a.model.display(),
                 s.files,
                 if s.files == 1 { "" } else { "s" },
-                human_bytes(s.total_bytes),
+                ckptguard_load::human_bytes(s.total_bytes),
                 s.curve,
                 short(&key.public_key().hint())
             );
@@ -478,7 +463,7 @@ pub fn verify(a: &VerifyArgs) -> Result<i32> {
                     signature.display(),
                     v.files,
                     if v.files == 1 { "" } else { "s" },
-                    human_bytes(v.total_bytes),
+                    ckptguard_load::human_bytes(v.total_bytes),
                     v.curve,
                     short(&key.hint()),
                     v.subject_name

@@ -375,12 +375,13 @@ fn containers_and_directories() {
         let path = fixture(e["path"].as_str().unwrap());
         let o = run(&["convert", &path, "-o", "o.safetensors"], tmp.path());
         match kind {
-            "torch_zip" | "legacy" | "lightning_ckpt" | "fabric_ckpt" | "deepspeed_dir" | "npz" => {
+            "torch_zip" | "legacy" | "lightning_ckpt" | "fabric_ckpt" | "deepspeed_dir" | "npz"
+            | "dcp_dir" => {
                 assert_eq!(code(&o), 0, "{path}: {}", err(&o));
                 let (h, _) = read_safetensors(&tmp.path().join("o.safetensors"));
                 assert!(h.as_object().unwrap().len() > 1, "{path}");
             }
-            "dcp_dir" | "litdata_dir" | "legacy_tar" => {
+            "litdata_dir" | "legacy_tar" => {
                 assert_eq!(code(&o), 2, "{path}: {}", err(&o));
                 assert!(err(&o).contains("not loaded"), "{path}: {}", err(&o));
             }
@@ -405,4 +406,122 @@ fn containers_and_directories() {
     assert_eq!(code(&o), 2);
     assert_eq!(err(&o).trim_end().lines().count(), 1, "{}", err(&o));
     only(tmp.path(), &[]);
+}
+
+#[test]
+fn dcp_directories_load_like_torch() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Plain DCP: the nested state dict rebuilt from planner_data, in metadata order.
+    let plain = fixture("fixtures/containers/dcp/benign_plain");
+    let o = run(&["inspect", &plain], tmp.path());
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let t = out(&o);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].ends_with("dcp-dir, scanned safe"), "{t}");
+    let want = [
+        "  model: dict (3 items)",
+        "    w: Tensor float32 [3, 2] 24 B",
+        "    b: Tensor float32 [2] 8 B",
+        "    emb: Tensor int64 [6] 48 B",
+        "  step: 3",
+        "  name: 'tiny-dcp'",
+        "  nested: dict (2 items)",
+        "    lr: 0.1",
+        "    flags: {'amp': False, 'tag': 'x'}",
+        "  history: [1, 2, 3]",
+        "3 tensors (80 B) in 3 storages",
+    ];
+    assert_eq!(&lines[1..], &want[..], "{t}");
+    let o = run(&["convert", &plain, "-o", "p.safetensors"], tmp.path());
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let (h, data) = read_safetensors(&tmp.path().join("p.safetensors"));
+    let emb = &h["model.emb"];
+    assert_eq!(emb["dtype"], "I64");
+    let (a, b) = (
+        emb["data_offsets"][0].as_u64().unwrap() as usize,
+        emb["data_offsets"][1].as_u64().unwrap() as usize,
+    );
+    let vals: Vec<i64> = data[a..b]
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(vals, [0, 1, 2, 3, 4, 5]);
+    let meta = &h["__metadata__"];
+    assert!(meta.is_object(), "{h}");
+
+    // Lightning's sharded layout: DCP items, then meta.pt merged into the top level.
+    let lit = fixture("fixtures/containers/dcp/lightning_sharded/epoch=0-step=3.ckpt");
+    let o = run(&["inspect", &lit, "--format", "json"], tmp.path());
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let doc: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(doc["format"], "dcp-dir+meta.pt");
+    assert_eq!(doc["verdict"], "safe");
+    let tree = &doc["tree"];
+    for k in [
+        "model",
+        "optimizer_0",
+        "epoch",
+        "global_step",
+        "loops",
+        "hyper_parameters",
+    ] {
+        assert!(tree.get(k).is_some(), "{k} missing: {tree}");
+    }
+    assert_eq!(
+        tree["optimizer_0"]["state"]["0"]["exp_avg"]["__tensor__"],
+        "optimizer_0.state.0.exp_avg"
+    );
+    assert_eq!(
+        tree["optimizer_0"]["param_groups"][0]["params"],
+        serde_json::json!([0, 1, 2, 3])
+    );
+    let names: Vec<&str> = doc["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(&names[..2], &["model.net.0.weight", "model.net.0.bias"]);
+    for t in doc["tensors"].as_array().unwrap() {
+        if t["name"].as_str().unwrap().starts_with("model.") {
+            assert_eq!(t["contiguous"], true);
+            assert_eq!(t["requires_grad"], false);
+        }
+    }
+    let o = run(
+        &["convert", &lit, "-o", "l.safetensors", "--key", "model"],
+        tmp.path(),
+    );
+    assert_eq!(code(&o), 0, "{}", err(&o));
+    let (h, _) = read_safetensors(&tmp.path().join("l.safetensors"));
+    assert_eq!(h["net.0.weight"]["shape"], serde_json::json!([4, 3]));
+    std::fs::remove_file(tmp.path().join("p.safetensors")).unwrap();
+    std::fs::remove_file(tmp.path().join("l.safetensors")).unwrap();
+
+    // Malicious DCP directories: refused (exit 1) before anything is loaded.
+    for (rel, what) in [
+        ("fixtures/containers/dcp/mal_bytes_item", "posix.system"),
+        ("fixtures/containers/dcp/mal_metadata", "posix.system"),
+        (
+            "fixtures/containers/dcp/mal_relative_path",
+            "outside the checkpoint directory",
+        ),
+        (
+            "fixtures/containers/dcp/mal_meta_pt/epoch=0-step=3.ckpt",
+            "posix.system",
+        ),
+    ] {
+        let path = fixture(rel);
+        let o = run(&["convert", &path, "-o", "o.safetensors"], tmp.path());
+        assert_eq!(code(&o), 1, "{rel}: {}", err(&o));
+        assert!(
+            err(&o).contains("unsafe to load") && err(&o).contains(what),
+            "{rel}: {}",
+            err(&o)
+        );
+        let o = run(&["inspect", &path], tmp.path());
+        assert_eq!(code(&o), 1, "{rel}: {}", err(&o));
+        assert!(out(&o).contains("UNSAFE"), "{rel}: {}", out(&o));
+        only(tmp.path(), &[]);
+    }
 }

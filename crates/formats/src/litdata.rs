@@ -55,7 +55,8 @@ use crate::dir::{is_contained, Dir};
 use crate::io::{bytes_at, read_vec, ReadAt};
 
 /// Bounds on what one dataset may make the reader do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LitdataLimits {
     /// Largest `index.json` read (bytes).
     pub max_index_bytes: u64,

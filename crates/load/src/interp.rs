@@ -1224,30 +1224,17 @@ impl<'x, 'p, 'a> Interp<'x, 'p, 'a> {
                 data.len()
             )));
         }
-        let mut strides = vec![0u64; shape.len()];
-        let mut acc = 1u64;
-        let order: Vec<usize> = if fortran {
-            (0..shape.len()).collect()
-        } else {
-            (0..shape.len()).rev().collect()
-        };
-        for d in order {
-            strides[d] = acc;
-            acc = acc.saturating_mul(shape[d].max(1));
-        }
-        let storage = Arc::new(Storage {
-            key: "numpy".into(),
+        crate::tensor::numpy_tensor(
+            "numpy",
             dtype,
-            location: "cpu".into(),
-            nbytes: need,
-            big_endian: dt.big_endian,
-            source_offset: None,
-            data: Data::Owned(data),
-        });
-        let mut t =
-            Tensor::new(storage, dtype, shape, strides, 0).map_err(|e| self.malformed(e))?;
-        t.numpy = true;
-        Ok(t)
+            shape,
+            fortran,
+            need,
+            dt.big_endian,
+            None,
+            Data::Owned(data),
+        )
+        .map_err(|e| self.malformed(e))
     }
 
     /// `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` + BUILD

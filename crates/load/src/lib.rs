@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod dcp;
 pub mod dtype;
 mod interp;
 pub mod json;
@@ -352,28 +353,17 @@ fn npy_tensor<'a>(
     source_offset: Option<u64>,
     data: tensor::Data<'a>,
 ) -> Result<Value<'a>, LoadError> {
-    let mut strides = vec![0u64; shape.len()];
-    let mut acc = 1u64;
-    let order: Vec<usize> = if fortran {
-        (0..shape.len()).collect()
-    } else {
-        (0..shape.len()).rev().collect()
-    };
-    for d in order {
-        strides[d] = acc;
-        acc = acc.saturating_mul(shape[d].max(1));
-    }
-    let storage = Arc::new(Storage {
-        key: "npy".into(),
+    let t = tensor::numpy_tensor(
+        "npy",
         dtype,
-        location: "cpu".into(),
+        shape,
+        fortran,
         nbytes,
-        big_endian: big,
+        big,
         source_offset,
         data,
-    });
-    let mut t = Tensor::new(storage, dtype, shape, strides, 0).map_err(LoadError::Malformed)?;
-    t.numpy = true;
+    )
+    .map_err(LoadError::Malformed)?;
     Ok(Value::Tensor(t))
 }
 

@@ -110,6 +110,36 @@ impl<'a> Storage<'a> {
     }
 }
 
+impl Storage<'_> {
+    /// A copy of the storage whose bytes are held in memory (`nbytes` of them), so it no longer
+    /// borrows the source. `source_offset` is dropped: the bytes are not in a file any more.
+    pub fn to_owned_storage(&self) -> io::Result<Storage<'static>> {
+        let bytes = self.range(0, self.nbytes)?.into_owned();
+        Ok(Storage {
+            key: self.key.clone(),
+            dtype: self.dtype,
+            location: self.location.clone(),
+            nbytes: self.nbytes,
+            big_endian: self.big_endian,
+            source_offset: None,
+            data: Data::Owned(bytes),
+        })
+    }
+
+    /// A storage holding `bytes` (little-endian), on the CPU.
+    pub fn owned(key: String, dtype: DType, bytes: Vec<u8>) -> Storage<'static> {
+        Storage {
+            key,
+            dtype,
+            location: "cpu".into(),
+            nbytes: bytes.len() as u64,
+            big_endian: false,
+            source_offset: None,
+            data: Data::Owned(bytes),
+        }
+    }
+}
+
 /// A tensor: a typed, strided view of a storage. Shapes, strides and the offset were checked
 /// against the storage when the tensor was built; every element lies inside it.
 #[derive(Clone, Debug)]
@@ -190,6 +220,22 @@ impl<'a> Tensor<'a> {
             return Err("the tensor's byte size overflows".into());
         }
         Ok(t)
+    }
+
+    /// The same view (shape, strides, offset and flags) of another storage.
+    pub fn with_storage<'b>(&self, storage: Arc<Storage<'b>>) -> Tensor<'b> {
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            strides: self.strides.clone(),
+            offset: self.offset,
+            requires_grad: self.requires_grad,
+            parameter: self.parameter,
+            conj: self.conj,
+            neg: self.neg,
+            numpy: self.numpy,
+            storage,
+        }
     }
 
     fn numel_checked(&self) -> Option<u64> {
@@ -414,6 +460,43 @@ fn neg_ints<const N: usize>(buf: &mut [u8], f: impl Fn([u8; N]) -> [u8; N]) {
         a.copy_from_slice(c);
         c.copy_from_slice(&f(a));
     }
+}
+
+/// A numpy array's bytes as a tensor: C- or Fortran-order strides over one storage.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn numpy_tensor<'a>(
+    key: &str,
+    dtype: DType,
+    shape: Vec<u64>,
+    fortran: bool,
+    nbytes: u64,
+    big_endian: bool,
+    source_offset: Option<u64>,
+    data: Data<'a>,
+) -> Result<Tensor<'a>, String> {
+    let mut strides = vec![0u64; shape.len()];
+    let mut acc = 1u64;
+    let order: Vec<usize> = if fortran {
+        (0..shape.len()).collect()
+    } else {
+        (0..shape.len()).rev().collect()
+    };
+    for d in order {
+        strides[d] = acc;
+        acc = acc.saturating_mul(shape[d].max(1));
+    }
+    let storage = Arc::new(Storage {
+        key: key.into(),
+        dtype,
+        location: "cpu".into(),
+        nbytes,
+        big_endian,
+        source_offset,
+        data,
+    });
+    let mut t = Tensor::new(storage, dtype, shape, strides, 0)?;
+    t.numpy = true;
+    Ok(t)
 }
 
 #[cfg(test)]

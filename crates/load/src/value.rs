@@ -1,5 +1,6 @@
 //! The loaded value tree: plain Python data and tensors whose bytes stay in the source.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -146,12 +147,69 @@ impl<'a> Value<'a> {
         best.and_then(|(rest, v)| v.lookup(rest))
     }
 
+    /// The same value with every storage's bytes copied into memory, so it borrows nothing.
+    /// Tensors that shared a storage still share (one copy per storage).
+    pub fn into_owned(self) -> std::io::Result<Value<'static>> {
+        let mut seen = HashMap::new();
+        own(self, &mut seen)
+    }
+
     /// Every tensor, with its dotted path, in tree order.
     pub fn tensors(&self) -> Vec<(String, &Tensor<'a>)> {
         let mut out = Vec::new();
         collect_tensors(self, &mut String::new(), &mut out);
         out
     }
+}
+
+/// Copies made so far, by original storage (kept alive so its address stays unique).
+type OwnedStorages<'a> =
+    HashMap<*const crate::tensor::Storage<'a>, (StorageRef<'a>, StorageRef<'static>)>;
+
+fn own<'a>(v: Value<'a>, seen: &mut OwnedStorages<'a>) -> std::io::Result<Value<'static>> {
+    let seq = |x: Vec<Value<'a>>, seen: &mut OwnedStorages<'a>| {
+        x.into_iter()
+            .map(|c| own(c, seen))
+            .collect::<std::io::Result<Vec<_>>>()
+    };
+    Ok(match v {
+        Value::None => Value::None,
+        Value::Bool(b) => Value::Bool(b),
+        Value::Int(i) => Value::Int(i),
+        Value::BigInt(s) => Value::BigInt(s),
+        Value::Float(f) => Value::Float(f),
+        Value::Complex(r, i) => Value::Complex(r, i),
+        Value::Str(s) => Value::Str(s),
+        Value::Bytes(b) => Value::Bytes(b),
+        Value::ByteArray(b) => Value::ByteArray(b),
+        Value::List(x) => Value::List(seq(x, seen)?),
+        Value::Tuple(x) => Value::Tuple(seq(x, seen)?),
+        Value::Set(x) => Value::Set(seq(x, seen)?),
+        Value::FrozenSet(x) => Value::FrozenSet(seq(x, seen)?),
+        Value::Dict(d) => Value::Dict(Dict {
+            class: d.class,
+            items: d
+                .items
+                .into_iter()
+                .map(|(k, x)| Ok((own(k, seen)?, own(x, seen)?)))
+                .collect::<std::io::Result<Vec<_>>>()?,
+        }),
+        Value::Tensor(t) => {
+            let ptr = Arc::as_ptr(&t.storage);
+            let storage = match seen.get(&ptr) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = Arc::new(t.storage.to_owned_storage()?);
+                    seen.insert(ptr, (t.storage.clone(), s.clone()));
+                    s
+                }
+            };
+            Value::Tensor(t.with_storage(storage))
+        }
+        Value::DType(d) => Value::DType(d),
+        Value::Device(d) => Value::Device(d),
+        Value::Global(g) => Value::Global(g),
+    })
 }
 
 fn collect_tensors<'v, 'a>(
@@ -369,6 +427,34 @@ mod tests {
         assert_eq!(repr(&Value::Complex(1.0, -2.0), 50), "(1.0-2.0j)");
         assert_eq!(repr(&Value::Str("a'b\n".into()), 50), "\"a'b\\n\"");
         assert_eq!(repr(&Value::Str("x".into()), 50), "'x'");
+    }
+
+    #[test]
+    fn into_owned_copies_and_keeps_sharing() {
+        use crate::tensor::{Storage, Tensor};
+        let bytes: Vec<u8> = (0u8..16).collect();
+        let src: &Vec<u8> = &bytes;
+        let st = Arc::new(Storage {
+            key: "0".into(),
+            dtype: DType::U8,
+            location: "cpu".into(),
+            nbytes: 16,
+            big_endian: false,
+            source_offset: Some(0),
+            data: Storage::from_source(src, 0, 16),
+        });
+        let a = Tensor::new(st.clone(), DType::F32, vec![2], vec![1], 0).unwrap();
+        let b = Tensor::new(st, DType::F32, vec![2], vec![1], 2).unwrap();
+        let v = Value::List(vec![Value::Tensor(a), Value::Tensor(b)]);
+        let owned: Value<'static> = v.into_owned().unwrap();
+        drop(bytes);
+        let ts = owned.tensors();
+        assert!(Arc::ptr_eq(&ts[0].1.storage, &ts[1].1.storage));
+        assert_eq!(ts[0].1.storage.source_offset, None);
+        assert_eq!(
+            ts[1].1.contiguous_bytes().unwrap().as_ref(),
+            &[8, 9, 10, 11, 12, 13, 14, 15]
+        );
     }
 
     #[test]

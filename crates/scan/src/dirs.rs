@@ -353,10 +353,8 @@ fn scan_litdata(
     handled: &mut BTreeSet<String>,
 ) {
     let mut per_chunk: BTreeMap<String, FileScan> = BTreeMap::new();
-    let issues = litdata::pickle_fields(
-        dir,
-        &litdata::LitdataLimits::default(),
-        &mut |f: litdata::PickleField| {
+    let issues =
+        litdata::pickle_fields(dir, &opts.limits.litdata, &mut |f: litdata::PickleField| {
             let scan = per_chunk
                 .entry(f.chunk.clone())
                 .or_insert_with(|| FileScan {
@@ -370,8 +368,7 @@ fn scan_litdata(
                 ..Location::default()
             };
             add_pickle(&a, loc, opts, scan);
-        },
-    );
+        });
     for i in issues {
         let code = match &i {
             litdata::LitdataIssue::Encrypted { .. } => Code::Encrypted,

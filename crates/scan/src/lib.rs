@@ -55,6 +55,8 @@ pub struct Limits {
     pub max_compression_ratio: u64,
     /// Limits of the symbolic unpickler.
     pub pickle: PickleLimits,
+    /// Limits of the litdata dataset reader.
+    pub litdata: ckptguard_formats::litdata::LitdataLimits,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_entry_bytes: 4 << 30,
             max_compression_ratio: 1_000,
             pickle: PickleLimits::default(),
+            litdata: Default::default(),
         }
     }
 }
@@ -445,30 +448,18 @@ fn scan_zip(src: &dyn ReadAt, opts: &ScanOptions, out: &mut FileScan) {
             let a = analyze(&head, &opts.limits.pickle);
             if hidden_pickle(&a) {
                 // It imports or calls: analyse all of it, whatever its name.
-                if n < body.len() {
-                    if let Ok(all) = bytes_at(&*body, 0, body.len(), opts.limits.max_pickle_bytes) {
-                        let a = analyze(&all, &opts.limits.pickle);
-                        add_pickle(
-                            &a,
-                            Location {
-                                entry: Some(name.clone()),
-                                ..Location::default()
-                            },
-                            opts,
-                            out,
-                        );
-                        break;
+                let loc = Location {
+                    entry: Some(name.clone()),
+                    ..Location::default()
+                };
+                match (n < body.len())
+                    .then(|| bytes_at(&*body, 0, body.len(), opts.limits.max_pickle_bytes))
+                {
+                    Some(Ok(all)) => {
+                        add_pickle(&analyze(&all, &opts.limits.pickle), loc, opts, out)
                     }
+                    _ => add_pickle(&a, loc, opts, out),
                 }
-                add_pickle(
-                    &a,
-                    Location {
-                        entry: Some(name.clone()),
-                        ..Location::default()
-                    },
-                    opts,
-                    out,
-                );
                 break;
             }
             if n == body.len() || !cut_short(&a, body.len()) || n >= PROBE_MAX {

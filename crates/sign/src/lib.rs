@@ -359,6 +359,40 @@ pub fn verify_model(
     verify_model_with_key(model, signature, &key, opts)
 }
 
+/// What a signature bundle claims, parsed WITHOUT checking its signature: for tools that list a
+/// bundle's contents, and for fuzzing the parser. Never trust it without [`verify_model`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnverifiedBundle {
+    /// `verificationMaterial.publicKey.hint`, if present.
+    pub hint: Option<String>,
+    /// Number of signatures in the envelope.
+    pub signatures: usize,
+    /// The statement's subject name.
+    pub subject_name: String,
+    /// Ignore paths recorded by the signer.
+    pub ignore_paths: Vec<String>,
+    /// Files and their hex SHA-256 digests, in signed order.
+    pub files: Vec<(String, String)>,
+}
+
+/// Parses a bundle and its in-toto statement without verifying anything cryptographic.
+pub fn parse_unverified(bytes: &[u8]) -> Result<UnverifiedBundle, VerifyError> {
+    let parsed = bundle::parse_bundle(bytes)?;
+    let m = bundle::parse_statement(&parsed.payload)?;
+    let hex = |d: &[u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    Ok(UnverifiedBundle {
+        hint: parsed.hint,
+        signatures: parsed.signatures.len(),
+        subject_name: m.subject_name,
+        ignore_paths: m.ignore_paths,
+        files: m
+            .resources
+            .iter()
+            .map(|(n, d)| (n.clone(), hex(d)))
+            .collect(),
+    })
+}
+
 /// Check a bundle's authenticity (key hint, signature) and return the signed payload.
 fn authenticate(bytes: &[u8], key: &PublicKey) -> Result<bundle::ParsedBundle, VerifyError> {
     let parsed = bundle::parse_bundle(bytes)?;
