@@ -2526,7 +2526,10 @@ impl<'a> ZipArchive<'a> {
             Plan::Stored { offset, len } => {
                 (offset.checked_add(len)? <= self.file_len).then_some((offset, len))
             }
-            Plan::Empty if entry.method == METHOD_STORED => entry.data_offset.map(|o| (o, 0)),
+            Plan::Empty if entry.method == METHOD_STORED => entry
+                .data_offset
+                .filter(|o| *o <= self.file_len)
+                .map(|o| (o, 0)),
             _ => None,
         }
     }
