@@ -38,6 +38,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+echo "== pip install . (the ckptguard Python package: maturin builds crates/python, release)"
+PATH="$venv/bin:$PATH" "$venv/bin/python" -m pip install --quiet --no-build-isolation --no-deps --force-reinstall "$root"
+
 echo "== pytest"
 export CKPTGUARD_BIN="$root/target/x86_64-unknown-linux-gnu/release/ckptguard"
 export PATH="$venv/bin:$PATH"

@@ -177,22 +177,33 @@ fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
-/// Finds `ckptguard.toml` in `start` or its ancestors.
-fn find_config(start: &Path) -> Option<PathBuf> {
-    let abs = std::path::absolute(start).ok()?;
-    let mut dir = if abs.is_dir() {
-        Some(abs.as_path())
-    } else {
-        abs.parent()
-    };
-    while let Some(d) = dir {
+/// The project configuration for a scanned path: the nearest `ckptguard.toml` in the current
+/// directory or its ancestors — unless it lies at or below the scanned artifact's own directory.
+/// A config beside or inside what is being judged is part of that artifact (a downloaded model
+/// could ship one), so it never applies to it; pass `--config` to use one deliberately.
+fn find_config(scanned: &Path) -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    let mut dir = Some(cwd.as_path());
+    let found = loop {
+        let d = dir?;
         let c = d.join(FILE_NAME);
         if c.is_file() {
-            return Some(c);
+            break c;
         }
         dir = d.parent();
+    };
+    let abs = std::path::absolute(scanned).ok()?;
+    let artifact_dir = if abs.is_dir() {
+        abs.as_path()
+    } else {
+        abs.parent()?
+    };
+    let config_dir = found.parent()?;
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if canon(config_dir).starts_with(canon(artifact_dir)) {
+        return None;
     }
-    None
+    Some(found)
 }
 
 fn load_config(path: &Path) -> Result<Config> {
@@ -304,7 +315,15 @@ fn scan(a: &ScanArgs) -> Result<i32> {
             files.push(row);
         }
     }
-    let report = Report::new(files, fail_on);
+    let mut report = Report::new(files, fail_on);
+    report.configs = match &a.config {
+        Some(c) => vec![c.display().to_string()],
+        None => config_paths
+            .iter()
+            .flatten()
+            .map(|p| p.display().to_string())
+            .collect(),
+    };
 
     let mut out: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(std::io::BufWriter::new(
@@ -366,30 +385,15 @@ fn scan_container(root: &Path, opts: &ScanOptions, fail_on: Severity) -> Vec<Fil
         .map(|(rel, e)| FileReport::error(join(rel), e.clone()))
         .collect();
     match ckptguard_scan::dirs::detect(&dir) {
-        Some(kind) => {
-            let scan = ckptguard_scan::dirs::scan_dir(&dir, kind, opts);
-            let mut container =
-                FileReport::new(root.display().to_string(), scan.container, 0, 0, fail_on);
-            let files: Vec<FileReport> = scan
-                .files
-                .into_iter()
-                .map(|(rel, s)| {
-                    FileReport::new(join(&rel), s, dir.size(&rel), dir.bytes_read(&rel), fail_on)
-                })
-                .collect();
-            // The container is as unsafe as the worst file in it.
-            if files
-                .iter()
-                .any(|f| f.verdict == ckptguard_scan::Verdict::Unsafe)
-            {
-                container.verdict = ckptguard_scan::Verdict::Unsafe;
-                container.error = Some("a file of this checkpoint is unsafe (see below)".into());
-            }
-            container.size = files.iter().map(|f| f.size).sum();
-            container.bytes_read = files.iter().map(|f| f.bytes_read).sum();
-            out.push(container);
-            out.extend(files);
-        }
+        Some(kind) => out.extend(ckptguard_scan::container::container_reports(
+            &dir,
+            kind,
+            &root.display().to_string(),
+            opts,
+            fail_on,
+            &join,
+            &|rel| (dir.size(rel), dir.bytes_read(rel)),
+        )),
         None => {
             for item in walk::collect_children(root) {
                 out.extend(scan_item(&item, opts, fail_on));

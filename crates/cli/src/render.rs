@@ -129,6 +129,9 @@ pub fn text(r: &Report, out: &mut dyn Write, o: &TextOptions) -> Result<()> {
             }
         }
     }
+    for c in &r.configs {
+        writeln!(out, "using config {c}")?;
+    }
     let s = &r.summary;
     writeln!(
         out,

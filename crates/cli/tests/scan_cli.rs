@@ -12,9 +12,13 @@ fn root() -> PathBuf {
 }
 
 fn ckptguard(args: &[&str]) -> Output {
+    ckptguard_in(&root(), args)
+}
+
+fn ckptguard_in(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ckptguard"))
         .args(args)
-        .current_dir(root())
+        .current_dir(cwd)
         .output()
         .unwrap()
 }
@@ -227,22 +231,42 @@ fn fail_on_critical_lets_unknown_globals_pass_but_never_malformed() {
 #[test]
 fn config_allows_a_global_and_bad_config_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("custom.pkl");
+    let models = dir.path().join("models");
+    std::fs::create_dir(&models).unwrap();
+    let p = models.join("custom.pkl");
     std::fs::write(&p, b"\x80\x02cmypkg.models\nNet\n)R.").unwrap();
     std::fs::write(
         dir.path().join("ckptguard.toml"),
         "[allow]\nglobals = [\"mypkg.models.Net\"]\n",
     )
     .unwrap();
-    let (code, r) = json_scan(&[p.to_str().unwrap()]);
-    assert_eq!(code, 0, "{r}");
+    let scan_in = |args: &[&str]| {
+        let mut a = vec!["scan", "--format", "json"];
+        a.extend_from_slice(args);
+        let o = ckptguard_in(dir.path(), &a);
+        (
+            o.status.code().unwrap(),
+            serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default(),
+            o,
+        )
+    };
+    let (code, r, _) = scan_in(&["models/custom.pkl"]);
+    assert_eq!(
+        code, 0,
+        "the project config (in the working directory) applies: {r}"
+    );
+    // Scanned from elsewhere, the project config is not in effect.
+    assert_eq!(json_scan(&[p.to_str().unwrap()]).0, 1);
     // os.system stays unsafe whatever the config adds.
-    let evil = dir.path().join("evil.pkl");
-    std::fs::write(&evil, b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.").unwrap();
-    assert_eq!(json_scan(&[evil.to_str().unwrap()]).0, 1);
+    std::fs::write(
+        models.join("evil.pkl"),
+        b"\x80\x02cos\nsystem\nX\x01\x00\x00\x00x\x85R.",
+    )
+    .unwrap();
+    assert_eq!(scan_in(&["models/evil.pkl"]).0, 1);
     std::fs::write(dir.path().join("ckptguard.toml"), "[allow]\nglobalz = 1\n").unwrap();
-    let o = ckptguard(&["scan", p.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2));
+    let (code, _, o) = scan_in(&["models/custom.pkl"]);
+    assert_eq!(code, 2);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.starts_with("ckptguard: error: invalid config"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
@@ -422,5 +446,70 @@ fn require_signature_makes_unsigned_or_tampered_unsafe() {
     assert_eq!(
         ckptguard(&["scan", "--key", &pubkey, m]).status.code(),
         Some(2)
+    );
+}
+
+#[test]
+fn a_scanned_artifact_cannot_vouch_for_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("downloaded_model");
+    std::fs::create_dir_all(model.join("sub")).unwrap();
+    std::fs::write(
+        model.join("sub/weights.pkl"),
+        b"\x80\x02cevilpkg.loader\nRun\n)R.",
+    )
+    .unwrap();
+    // The model ships a config allowing its own loader class and lowering the bar.
+    std::fs::write(
+        model.join("ckptguard.toml"),
+        "[allow]\nglobals = [\"evilpkg.loader.Run\"]\n[scan]\nfail_on = \"critical\"\n",
+    )
+    .unwrap();
+    // Scanned from outside, or as a whole from inside: the model's config is part of the model.
+    // (From inside the download, scanning a sub-path, its config is indistinguishable from a
+    // project's; the report then names it — README "Configuration" explains the trust model.)
+    for (cwd, target) in [
+        (dir.path(), "downloaded_model"),
+        (dir.path(), "downloaded_model/sub/weights.pkl"),
+        (model.as_path(), "."),
+    ] {
+        let o = ckptguard_in(cwd, &["scan", "--format", "json", target]);
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{target} from {cwd:?}: the artifact's own config must not apply: {r}"
+        );
+        assert!(r.get("configs").is_none(), "{r}");
+    }
+    // A config can never allow a known-dangerous primitive, even passed explicitly.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[allow]\nglobals = [\"posix.system\"]\n").unwrap();
+    let o = ckptguard(&[
+        "scan",
+        "--config",
+        bad.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be allowed"));
+    // A project config above the model, in the working directory, applies — and the report says so.
+    std::fs::write(
+        dir.path().join("ckptguard.toml"),
+        "[allow]\nglobals = [\"evilpkg.loader.Run\"]\n",
+    )
+    .unwrap();
+    let o = ckptguard_in(
+        dir.path(),
+        &["scan", "--format", "json", "downloaded_model"],
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(0), "{r}");
+    assert!(
+        r["configs"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("ckptguard.toml"),
+        "{r}"
     );
 }

@@ -82,6 +82,12 @@ impl Config {
                     "allow.globals: {g:?} is not `module.name` or `module:qualname`"
                 ))
             })?;
+            if let Some(d) = crate::policy::danger(&pair.0, &pair.1) {
+                return Err(ConfigError::Invalid(format!(
+                    "allow.globals: {g:?} is a known {} primitive and cannot be allowed",
+                    d.category
+                )));
+            }
             allow.push(pair);
         }
         let fail_on = raw
@@ -119,6 +125,11 @@ mod tests {
         assert_eq!(c.allow[1], ("pathlib".into(), "Path.home".into()));
         assert_eq!(c.fail_on, Some(Severity::Critical));
         assert!(Config::parse("[allow]\nglobal = []").is_err());
+        let e = Config::parse("[allow]\nglobals = [\"posix.system\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot be allowed"), "{e}");
+        assert!(Config::parse("[allow]\nglobals = [\"builtins:getattr\"]").is_err());
         assert!(Config::parse("[allow]\nglobals = [\"nodot\"]").is_err());
         assert!(Config::parse("[scan]\nfail_on = \"bad\"").is_err());
         assert_eq!(

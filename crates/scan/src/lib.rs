@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod container;
 pub mod dirs;
 pub mod evaluate;
 pub mod finding;

@@ -381,7 +381,11 @@ impl Policy {
         if numpy_scalar_type(module, name) {
             return Some(Allow::ImportOnly);
         }
-        if self.extra.contains(&(module.to_string(), name.to_string())) {
+        // A project may allow its own classes, never a known-dangerous primitive (a config that
+        // tries is rejected by `Config::parse`; this is the second line of defence).
+        if danger(module, name).is_none()
+            && self.extra.contains(&(module.to_string(), name.to_string()))
+        {
             return Some(Allow::Call);
         }
         None

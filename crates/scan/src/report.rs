@@ -149,6 +149,9 @@ pub struct Report {
     pub files: Vec<FileReport>,
     /// Totals.
     pub summary: Summary,
+    /// Configuration files that applied (`ckptguard.toml`), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<String>,
 }
 
 impl Report {
@@ -176,6 +179,7 @@ impl Report {
             fail_on,
             files,
             summary: s,
+            configs: Vec::new(),
         }
     }
 
