@@ -120,9 +120,9 @@ mod tests {
 
     #[test]
     fn parses_and_validates() {
-        let c = Config::parse("[allow]\nglobals = [\"mypkg.models.Net\", \"pathlib:Path.home\"]\n[scan]\nfail_on = \"critical\"\n").unwrap();
+        let c = Config::parse("[allow]\nglobals = [\"mypkg.models.Net\", \"mypkg.config:Config.Inner\"]\n[scan]\nfail_on = \"critical\"\n").unwrap();
         assert_eq!(c.allow[0], ("mypkg.models".into(), "Net".into()));
-        assert_eq!(c.allow[1], ("pathlib".into(), "Path.home".into()));
+        assert_eq!(c.allow[1], ("mypkg.config".into(), "Config.Inner".into()));
         assert_eq!(c.fail_on, Some(Severity::Critical));
         assert!(Config::parse("[allow]\nglobal = []").is_err());
         let e = Config::parse("[allow]\nglobals = [\"posix.system\"]")
