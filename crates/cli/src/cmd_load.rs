@@ -13,7 +13,7 @@ use ckptguard_scan::{FileReport, FileScan, Report, Severity};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use crate::mmap::Mapped;
+use ckptguard_fs::mmap::Mapped;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum InspectFormat {
@@ -138,7 +138,7 @@ fn open(input: &Path, opts: &LoadOptions) -> std::result::Result<Opened, (PathBu
         });
     }
     let err = |e: LoadError| (input.to_path_buf(), e);
-    let dir = crate::fsdir::FsDir::open(input);
+    let dir = ckptguard_fs::fsdir::FsDir::open(input);
     let Some(kind) = ckptguard_scan::dirs::detect(&dir) else {
         return Err(err(LoadError::Unsupported(
             "directories other than DeepSpeed and torch.distributed.checkpoint checkpoints are not loaded; pass a checkpoint file"

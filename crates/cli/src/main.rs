@@ -1,13 +1,13 @@
 //! `ckptguard`: scan, disassemble, sign and verify machine-learning checkpoints without
 //! executing a byte of pickle.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod cmd_load;
 mod cmd_sign;
-mod fsdir;
-mod mmap;
 mod render;
-mod walk;
+
+use ckptguard_fs::scan::scan_item;
+use ckptguard_fs::{mmap, walk};
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -356,51 +356,6 @@ fn scan(a: &ScanArgs) -> Result<i32> {
     }
     out.flush()?;
     Ok(report.exit_code())
-}
-
-fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
-    let path = item.display();
-    match item {
-        walk::Item::File(p) => vec![match mmap::Mapped::open(p) {
-            Ok(m) => {
-                let counted = ckptguard_formats::io::Counting::new(&m);
-                let scan = ckptguard_scan::scan_source(&counted, &path, opts);
-                FileReport::new(path, scan, m.len_u64(), counted.bytes_read(), fail_on)
-            }
-            Err(e) => FileReport::error(path, format!("cannot read: {e}")),
-        }],
-        walk::Item::Error(_, msg) => vec![FileReport::error(path, msg.clone())],
-        walk::Item::Container(root) => scan_container(root, opts, fail_on),
-    }
-}
-
-/// A directory that may be a DCP/DeepSpeed/litdata container: scanned as a whole when the core
-/// recognises it, else file by file.
-fn scan_container(root: &Path, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
-    let dir = fsdir::FsDir::open(root);
-    let join = |rel: &str| root.join(rel).display().to_string();
-    let mut out: Vec<FileReport> = dir
-        .errors
-        .iter()
-        .map(|(rel, e)| FileReport::error(join(rel), e.clone()))
-        .collect();
-    match ckptguard_scan::dirs::detect(&dir) {
-        Some(kind) => out.extend(ckptguard_scan::container::container_reports(
-            &dir,
-            kind,
-            &root.display().to_string(),
-            opts,
-            fail_on,
-            &join,
-            &|rel| (dir.size(rel), dir.bytes_read(rel)),
-        )),
-        None => {
-            for item in walk::collect_children(root) {
-                out.extend(scan_item(&item, opts, fail_on));
-            }
-        }
-    }
-    out
 }
 
 /// The `--require-signature` verdict for one model path, reported on its signature file.

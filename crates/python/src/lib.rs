@@ -17,21 +17,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 mod convert;
-mod fs;
 mod mapping;
 
-// The CLI's file-system glue (directory walking, the on-disk `Dir`, the read-only mmap shim),
-// compiled from its sources so that both front ends read paths the same way. They live at the
-// crate root because `fsdir` names `crate::mmap`.
-#[path = "../../cli/src/fsdir.rs"]
-#[allow(dead_code)]
-mod fsdir;
-#[path = "../../cli/src/mmap.rs"]
-#[allow(dead_code)]
-mod mmap;
-#[path = "../../cli/src/walk.rs"]
-#[allow(dead_code)]
-mod walk;
+use ckptguard_fs::{fsdir, scan as fs};
 
 use mapping::Mapping;
 

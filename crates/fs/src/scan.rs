@@ -1,9 +1,5 @@
 //! Scanning paths: files (memory-mapped) and directories (walked recursively; DCP, DeepSpeed and
-//! litdata containers scanned as a whole), exactly as `ckptguard scan` does.
-//!
-//! The file-system glue — directory walking (`walk`), the on-disk `Dir` (`fsdir`) and the
-//! read-only mmap shim (`mmap`) — is the CLI's own code, compiled into this crate from
-//! `crates/cli/src` (see `lib.rs`) so both front ends walk and read identically.
+//! litdata containers scanned as a whole) — one implementation for the CLI and the bindings.
 
 use std::path::Path;
 
@@ -27,7 +23,7 @@ pub fn scan_paths(paths: &[&Path], opts: &ScanOptions, fail_on: Severity) -> Vec
         .collect()
 }
 
-fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
+pub fn scan_item(item: &walk::Item, opts: &ScanOptions, fail_on: Severity) -> Vec<FileReport> {
     let path = item.display();
     match item {
         walk::Item::File(p) => vec![match mmap::Mapped::open(p) {
